@@ -1,0 +1,1 @@
+//! Library side of the NetFlow binaries: thin wiring over the library crates.

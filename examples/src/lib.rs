@@ -1,0 +1,1 @@
+//! First-run examples; see the `examples/` directory.

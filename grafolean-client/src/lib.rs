@@ -1,0 +1,1 @@
+//! Grafolean HTTP API client for bots (see issue 4).

@@ -1,0 +1,1 @@
+//! Flow storage (see issue 3): PostgreSQL bulk writer and the embedded SQLite store.

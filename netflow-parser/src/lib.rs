@@ -1,5 +1,94 @@
-//! Zero-copy NetFlow v5/v9 decoder (work in progress).
+//! Zero-copy, allocation-free NetFlow v5 / v9 (and IPFIX) decoding with a bounded template cache.
+//!
+//! # Guarantees
+//!
+//! * **No panics** on any input bytes: every length is checked once when a structure is framed,
+//!   and the views built on top ([`V5Packet`], [`Record`], ...) cannot fail afterwards. The crate
+//!   is `#![forbid(unsafe_code)]` and fuzzed.
+//! * **Zero-copy**: records are views borrowing the datagram; fields are read through offsets
+//!   computed once per template ([`Template`]), not decoded eagerly.
+//! * **No heap allocation per packet** once an exporter's templates are cached: [`Decoder::decode`]
+//!   reuses its buffers, and iterating records or building [`Flow`]s allocates nothing.
+//! * **Nothing lost silently**: a data set whose template is unknown is kept pending and decoded
+//!   when the template arrives; one that waits in vain is reported ([`Decoded::expired`]); every
+//!   other problem is a typed [`DecodeError`] in [`Decoded::issues`], per set, while the rest of
+//!   the datagram is still decoded.
+//! * **Bounded state**: templates per exporter, exporters, fields per template and the pending
+//!   buffer all have limits ([`Limits`]).
+//!
+//! # Which entry point
+//!
+//! * [`Decoder`] for a collector: one per process (or per thread), fed every datagram with the
+//!   exporter's address and the receive time. It dispatches on the version, learns templates,
+//!   and yields [`DataSet`]s of [`Record`]s, or normalized [`Flow`]s directly.
+//! * [`V5Packet`], [`V9Packet`], [`IpfixPacket`] for stateless access to headers and sets.
+//! * [`SequenceTracker`] to turn header sequence numbers into loss counts per exporter.
+//! * With the `emit` feature, [`emit`] builds v5 and v9 packets (the mirror of the decoder),
+//!   for generators and tests.
+//!
+//! # Example
+//!
+//! ```
+//! use netflow_wire::{Decoder, Limits};
+//! use std::net::{IpAddr, Ipv4Addr};
+//!
+//! # #[rustfmt::skip]
+//! let datagram: &[u8] = &[
+//!     0, 9, 0, 2, 0, 0, 0, 100, 0x65, 0x92, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, // v9 header
+//!     0, 0, 0, 24,                 // template flowset, 24 bytes
+//!     1, 0, 0, 4,                  // template 256, 4 fields
+//!     0, 8, 0, 4, 0, 12, 0, 4,     // IPV4_SRC_ADDR/4, IPV4_DST_ADDR/4
+//!     0, 4, 0, 1, 0, 1, 0, 2,      // PROTOCOL/1, IN_BYTES/2
+//!     1, 0, 0, 15,                 // data flowset for template 256, 15 bytes
+//!     10, 0, 0, 1, 192, 0, 2, 7, 6, 5, 220, // one record
+//! ];
+//! let mut decoder = Decoder::new(Limits::default());
+//! let exporter = IpAddr::V4(Ipv4Addr::LOCALHOST);
+//! let decoded = decoder.decode(exporter, 1_700_000_000_000_000, datagram)?;
+//! assert!(decoded.issues().is_empty());
+//! let flows: Vec<_> = decoded.flows().collect();
+//! assert_eq!(flows.len(), 1);
+//! assert_eq!(flows[0].src_addr, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+//! assert_eq!((flows[0].protocol, flows[0].bytes), (6, 1500));
+//! # Ok::<(), netflow_wire::DecodeError>(())
+//! ```
+//!
+//! # Features
+//!
+//! * `emit`: packet builders in [`emit`] (no extra dependencies).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+#![doc(test(attr(deny(warnings))))]
 
-pub mod flow;
+mod cache;
+mod decoder;
+mod error;
+mod field;
+mod flow;
+mod header;
+mod ipfix;
+mod record;
+mod sequence;
+mod template;
+mod time;
+pub mod v5;
+mod v9;
+mod wire;
+
+#[cfg(feature = "emit")]
+pub mod emit;
+
+pub use cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
+pub use decoder::{DataSet, DataSets, Decoded, Decoder, ExpiredSet, ExpiryReason};
+pub use error::{DecodeError, Limit, TemplateProblem};
+pub use field::{FieldId, FieldSpec};
 pub use flow::Flow;
+pub use header::{FlowContext, Header};
+pub use ipfix::IpfixPacket;
+pub use record::{Fields, Record, Records};
+pub use sequence::{SequenceEvent, SequenceKey, SequenceStats, SequenceTracker};
+pub use template::{Template, TemplateKind};
+pub use time::{ntp_to_unix_ms, uptime_to_unix_ms};
+pub use v5::{V5Packet, V5Record};
+pub use v9::{Set, Sets, V9Packet};

@@ -1,0 +1,436 @@
+//! The template cache: bounded, scoped per exporter, owned by the caller.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::error::{DecodeError, Limit, TemplateProblem};
+use crate::field::{FieldId, FieldSpec};
+use crate::template::{Template, TemplateKind};
+
+/// Who sent a datagram, as far as template scoping is concerned.
+///
+/// By default an exporter is its IP address ([`From<IpAddr>`]); when several exporters share an
+/// address (NAT, several exporting processes on one host), key them by address and UDP source
+/// port ([`From<SocketAddr>`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExporterKey {
+    /// The exporter's IP address.
+    pub addr: IpAddr,
+    /// The UDP source port, or 0 when exporters are keyed by address alone.
+    pub port: u16,
+}
+
+impl From<IpAddr> for ExporterKey {
+    fn from(addr: IpAddr) -> Self {
+        ExporterKey { addr, port: 0 }
+    }
+}
+
+impl From<SocketAddr> for ExporterKey {
+    fn from(s: SocketAddr) -> Self {
+        ExporterKey { addr: s.ip(), port: s.port() }
+    }
+}
+
+impl core::fmt::Display for ExporterKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match (self.port, self.addr) {
+            (0, a) => write!(f, "{a}"),
+            (p, a) => write!(f, "{}", SocketAddr::new(a, p)),
+        }
+    }
+}
+
+/// The scope of a template id: RFC 3954 §5.1 scopes template ids by exporter and source id,
+/// RFC 7011 §3.1 by transport session and observation domain. The version keeps v9 and IPFIX
+/// templates of one exporter apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateKey {
+    /// The exporter.
+    pub exporter: ExporterKey,
+    /// 9 or 10.
+    pub version: u16,
+    /// v9 source id or IPFIX observation domain id.
+    pub domain: u32,
+    /// The template id (>= 256).
+    pub template_id: u16,
+}
+
+impl core::fmt::Display for TemplateKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let dom = if self.version == 10 { "domain" } else { "source" };
+        write!(f, "{} v{} {dom} {} id {}", self.exporter, self.version, self.domain, self.template_id)
+    }
+}
+
+/// Bounds on what a [`TemplateCache`] and the pending buffer of a [`Decoder`](crate::Decoder)
+/// may hold. Hitting one gives an error or a counted drop, never unbounded growth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Templates one exporter may define (over all versions and domains). Default 1024.
+    pub max_templates_per_exporter: usize,
+    /// Distinct exporters with templates. Default 4096.
+    pub max_exporters: usize,
+    /// Fields in one template. Default 512.
+    pub max_fields: usize,
+    /// Data sets kept while their template is unknown. Default 1024.
+    pub max_pending_sets: usize,
+    /// Bytes of data sets kept while their template is unknown. Default 4 MiB.
+    pub max_pending_bytes: usize,
+    /// How long a data set waits for its template, in microseconds of the caller's clock.
+    /// Default 10 minutes (exporters resend templates every few minutes at most).
+    pub max_pending_age_micros: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_templates_per_exporter: 1024,
+            max_exporters: 4096,
+            max_fields: 512,
+            max_pending_sets: 1024,
+            max_pending_bytes: 4 << 20,
+            max_pending_age_micros: 600_000_000,
+        }
+    }
+}
+
+/// What [`TemplateCache::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// A template id seen for the first time.
+    New,
+    /// The same definition again (a periodic refresh): nothing was allocated.
+    Refreshed,
+    /// An existing id with a different definition: the new one replaced it.
+    Redefined,
+}
+
+/// Compiled templates keyed by [`TemplateKey`], shared by all exporters of a process.
+///
+/// Data and options templates share one id space per (exporter, version, domain): the last
+/// definition of an id wins. Owned by the caller; lookups hand out `&Template`, learning is a
+/// separate `&mut` step. Bounded by [`Limits`].
+#[derive(Debug, Clone, Default)]
+pub struct TemplateCache {
+    map: HashMap<TemplateKey, Template>,
+    per_exporter: HashMap<ExporterKey, usize>,
+    limits: Limits,
+}
+
+/// Magic and version of the snapshot format of [`TemplateCache::export`].
+const SNAPSHOT_MAGIC: &[u8; 8] = b"NFTPL\0\0\x01";
+
+impl TemplateCache {
+    /// An empty cache with these limits.
+    pub fn new(limits: Limits) -> TemplateCache {
+        TemplateCache { map: HashMap::new(), per_exporter: HashMap::new(), limits }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The template for `key`, if known.
+    #[inline]
+    pub fn get(&self, key: &TemplateKey) -> Option<&Template> {
+        self.map.get(key)
+    }
+
+    /// Number of templates held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no template is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every template with its key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TemplateKey, &Template)> {
+        self.map.iter()
+    }
+
+    /// Adds or replaces a compiled template.
+    pub fn insert(&mut self, key: TemplateKey, template: Template) -> Result<Learned, DecodeError> {
+        if let Some(old) = self.map.get_mut(&key) {
+            if *old == template {
+                return Ok(Learned::Refreshed);
+            }
+            *old = template;
+            return Ok(Learned::Redefined);
+        }
+        self.admit(key)?;
+        self.map.insert(key, template);
+        Ok(Learned::New)
+    }
+
+    /// Learns a template from its wire form without allocating when it is a refresh.
+    pub(crate) fn learn_raw(
+        &mut self,
+        key: TemplateKey,
+        kind: TemplateKind,
+        raw: &[u8],
+        compile: impl FnOnce() -> Result<Template, TemplateProblem>,
+        offset: usize,
+    ) -> Result<Learned, DecodeError> {
+        if let Some(old) = self.map.get(&key)
+            && old.kind() == kind
+            && old.raw() == raw
+        {
+            return Ok(Learned::Refreshed);
+        }
+        let t = compile().map_err(|why| DecodeError::BadTemplate { offset, template_id: key.template_id, why })?;
+        self.insert(key, t)
+    }
+
+    fn admit(&mut self, key: TemplateKey) -> Result<(), DecodeError> {
+        let exporters = self.per_exporter.len();
+        let n = match self.per_exporter.get_mut(&key.exporter) {
+            Some(n) => n,
+            None => {
+                if exporters >= self.limits.max_exporters {
+                    return Err(DecodeError::LimitExceeded { key, limit: Limit::Exporters, max: self.limits.max_exporters });
+                }
+                self.per_exporter.entry(key.exporter).or_insert(0)
+            }
+        };
+        if *n >= self.limits.max_templates_per_exporter {
+            let max = self.limits.max_templates_per_exporter;
+            if *n == 0 {
+                self.per_exporter.remove(&key.exporter);
+            }
+            return Err(DecodeError::LimitExceeded { key, limit: Limit::TemplatesPerExporter, max });
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    /// Removes one template (IPFIX withdrawal). Returns whether it was there.
+    pub fn remove(&mut self, key: &TemplateKey) -> bool {
+        if self.map.remove(key).is_none() {
+            return false;
+        }
+        if let Some(n) = self.per_exporter.get_mut(&key.exporter) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_exporter.remove(&key.exporter);
+            }
+        }
+        true
+    }
+
+    /// Removes every template of an exporter (e.g. when it restarted). Returns how many.
+    pub fn forget_exporter(&mut self, exporter: ExporterKey) -> usize {
+        let before = self.map.len();
+        self.map.retain(|k, _| k.exporter != exporter);
+        self.per_exporter.remove(&exporter);
+        before - self.map.len()
+    }
+
+    /// Removes the templates of one (exporter, version, domain), e.g. on an IPFIX
+    /// all-templates withdrawal. Returns how many.
+    pub fn forget_domain(&mut self, exporter: ExporterKey, version: u16, domain: u32) -> usize {
+        let before = self.map.len();
+        self.map.retain(|k, _| !(k.exporter == exporter && k.version == version && k.domain == domain));
+        let removed = before - self.map.len();
+        if let Some(n) = self.per_exporter.get_mut(&exporter) {
+            *n = n.saturating_sub(removed);
+            if *n == 0 {
+                self.per_exporter.remove(&exporter);
+            }
+        }
+        removed
+    }
+
+    /// Serializes every template into a compact, versioned binary snapshot, so that a restarted
+    /// process can decode data at once instead of waiting for the exporters' next refresh.
+    ///
+    /// Format (all big-endian): the 8-byte magic `NFTPL\0\0\x01`, a u32 count, then per template:
+    /// address family (4 or 6), address (4 or 16 bytes), port u16, version u16, domain u32,
+    /// template id u16, scope field count u16 (0xffff for a data template), field count u16, and
+    /// the fields as enterprise u32, id u16, length u16.
+    pub fn export(&self) -> Vec<u8> {
+        let mut keys: Vec<&TemplateKey> = self.map.keys().collect();
+        keys.sort();
+        let mut out = Vec::with_capacity(16 + self.map.len() * 64);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&(keys.len() as u32).to_be_bytes());
+        for key in keys {
+            let Some(t) = self.map.get(key) else { continue };
+            match key.exporter.addr {
+                IpAddr::V4(a) => {
+                    out.push(4);
+                    out.extend_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    out.push(6);
+                    out.extend_from_slice(&a.octets());
+                }
+            }
+            out.extend_from_slice(&key.exporter.port.to_be_bytes());
+            out.extend_from_slice(&key.version.to_be_bytes());
+            out.extend_from_slice(&key.domain.to_be_bytes());
+            out.extend_from_slice(&key.template_id.to_be_bytes());
+            let scope = match t.kind() {
+                TemplateKind::Data => u16::MAX,
+                TemplateKind::Options { scope_fields } => scope_fields,
+            };
+            out.extend_from_slice(&scope.to_be_bytes());
+            out.extend_from_slice(&(t.fields().len() as u16).to_be_bytes());
+            for f in t.fields() {
+                out.extend_from_slice(&f.enterprise.to_be_bytes());
+                out.extend_from_slice(&f.id.0.to_be_bytes());
+                out.extend_from_slice(&f.len.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Loads a snapshot made by [`TemplateCache::export`], adding its templates (limits apply).
+    /// Returns how many templates were loaded. A malformed snapshot is refused whole.
+    pub fn import(&mut self, snapshot: &[u8]) -> Result<usize, DecodeError> {
+        let mut r = Reader(snapshot);
+        if r.take(8)? != SNAPSHOT_MAGIC {
+            return Err(DecodeError::Snapshot("not a template snapshot (bad magic or version)"));
+        }
+        let count = r.u32()?;
+        let mut staged = Vec::new();
+        for _ in 0..count {
+            let addr = match r.take(1)?[0] {
+                4 => IpAddr::from(<[u8; 4]>::try_from(r.take(4)?).map_err(|_| DecodeError::Snapshot("address"))?),
+                6 => IpAddr::from(<[u8; 16]>::try_from(r.take(16)?).map_err(|_| DecodeError::Snapshot("address"))?),
+                _ => return Err(DecodeError::Snapshot("bad address family")),
+            };
+            let port = r.u16()?;
+            let version = r.u16()?;
+            let domain = r.u32()?;
+            let template_id = r.u16()?;
+            let scope = r.u16()?;
+            let n = usize::from(r.u16()?);
+            if n > self.limits.max_fields {
+                return Err(DecodeError::Snapshot("template has more fields than allowed"));
+            }
+            let mut fields = Vec::with_capacity(n);
+            for _ in 0..n {
+                let enterprise = r.u32()?;
+                let id = FieldId(r.u16()?);
+                let len = r.u16()?;
+                fields.push(FieldSpec { id, len, enterprise });
+            }
+            let kind = if scope == u16::MAX { TemplateKind::Data } else { TemplateKind::Options { scope_fields: scope } };
+            let t = Template::compile(template_id, kind, &fields).map_err(|_| DecodeError::Snapshot("invalid template"))?;
+            staged.push((TemplateKey { exporter: ExporterKey { addr, port }, version, domain, template_id }, t));
+        }
+        if !r.0.is_empty() {
+            return Err(DecodeError::Snapshot("trailing bytes"));
+        }
+        let n = staged.len();
+        for (k, t) in staged {
+            self.insert(k, t)?;
+        }
+        Ok(n)
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Snapshot("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn key(addr: u8, id: u16) -> TemplateKey {
+        TemplateKey {
+            exporter: IpAddr::V4(Ipv4Addr::new(10, 0, 0, addr)).into(),
+            version: 9,
+            domain: 0,
+            template_id: id,
+        }
+    }
+
+    fn t(id: u16, n: u16) -> Template {
+        let fields: Vec<FieldSpec> = (1..=n).map(|i| FieldSpec::new(FieldId(i), 4)).collect();
+        Template::compile(id, TemplateKind::Data, &fields).unwrap()
+    }
+
+    #[test]
+    fn learn_refresh_redefine() {
+        let mut c = TemplateCache::new(Limits::default());
+        assert_eq!(c.insert(key(1, 256), t(256, 2)), Ok(Learned::New));
+        assert_eq!(c.insert(key(1, 256), t(256, 2)), Ok(Learned::Refreshed));
+        assert_eq!(c.insert(key(1, 256), t(256, 3)), Ok(Learned::Redefined));
+        assert_eq!(c.get(&key(1, 256)).map(|t| t.fields().len()), Some(3));
+        assert!(c.get(&key(2, 256)).is_none());
+    }
+
+    #[test]
+    fn test_limits_refuse_growth() {
+        let limits = Limits { max_templates_per_exporter: 2, max_exporters: 2, ..Limits::default() };
+        let mut c = TemplateCache::new(limits);
+        c.insert(key(1, 256), t(256, 1)).unwrap();
+        c.insert(key(1, 257), t(257, 1)).unwrap();
+        assert!(matches!(
+            c.insert(key(1, 258), t(258, 1)),
+            Err(DecodeError::LimitExceeded { limit: Limit::TemplatesPerExporter, .. })
+        ));
+        // Redefinition of a known id is still allowed at the limit.
+        assert_eq!(c.insert(key(1, 257), t(257, 2)), Ok(Learned::Redefined));
+        c.insert(key(2, 256), t(256, 1)).unwrap();
+        assert!(matches!(
+            c.insert(key(3, 256), t(256, 1)),
+            Err(DecodeError::LimitExceeded { limit: Limit::Exporters, .. })
+        ));
+        assert_eq!(c.len(), 3);
+        assert!(c.remove(&key(2, 256)));
+        c.insert(key(3, 256), t(256, 1)).unwrap();
+    }
+
+    #[test]
+    fn export_import_round_trip() {
+        let mut c = TemplateCache::new(Limits::default());
+        c.insert(key(1, 256), t(256, 3)).unwrap();
+        let opts = Template::compile(
+            300,
+            TemplateKind::Options { scope_fields: 1 },
+            &[FieldSpec::new(FieldId(2), 4), FieldSpec { id: FieldId(7), len: FieldSpec::VARIABLE, enterprise: 9 }],
+        )
+        .unwrap();
+        let k6 = TemplateKey {
+            exporter: SocketAddr::new("2001:db8::1".parse().unwrap(), 9995).into(),
+            version: 10,
+            domain: 7,
+            template_id: 300,
+        };
+        c.insert(k6, opts.clone()).unwrap();
+        let snap = c.export();
+        let mut d = TemplateCache::new(Limits::default());
+        assert_eq!(d.import(&snap), Ok(2));
+        assert_eq!(d.get(&k6), Some(&opts));
+        assert_eq!(d.get(&key(1, 256)), c.get(&key(1, 256)));
+        for cut in 0..snap.len() {
+            assert!(TemplateCache::new(Limits::default()).import(&snap[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The stateful decoder: one template cache and one pending buffer for all exporters.
+
+use std::collections::VecDeque;
+
+use crate::cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
+use crate::error::DecodeError;
+use crate::flow::Flow;
+use crate::header::{FlowContext, Header};
+use crate::ipfix::{self, IpfixPacket};
+use crate::record::{Record, Records};
+use crate::template::{self, Template, TemplateRecord};
+use crate::v5::{self, V5Packet};
+use crate::v9::{self, Set, Sets, V9Packet};
+use crate::wire::offset_in;
+
+/// A data set that arrived before its template, kept until the template comes.
+#[derive(Debug, Clone)]
+struct PendingSet {
+    key: TemplateKey,
+    ctx: FlowContext,
+    offset: usize,
+    body: Vec<u8>,
+}
+
+/// Why a pending data set was given up ([`ExpiredSet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExpiryReason {
+    /// Its template did not arrive within [`Limits::max_pending_age_micros`].
+    Age,
+    /// The pending buffer was full ([`Limits::max_pending_sets`] / [`Limits::max_pending_bytes`])
+    /// and this, the oldest set, made room for a newer one.
+    Evicted,
+}
+
+/// A data set that waited for its template in vain: its records are lost. Reported once by the
+/// [`Decoded`] of the call that gave it up (or by [`Decoder::expire`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredSet {
+    /// The template that never came.
+    pub key: TemplateKey,
+    /// Size of the set body in bytes.
+    pub bytes: usize,
+    /// When the datagram that carried it was received (caller's clock, Unix µs).
+    pub received_micros: i64,
+    /// Why it was given up.
+    pub reason: ExpiryReason,
+}
+
+/// Decodes NetFlow v5, v9 and IPFIX datagrams from any number of exporters.
+///
+/// It owns the [`TemplateCache`] and a bounded buffer of data sets whose template has not
+/// arrived yet (after a restart of the exporter or of this process, data usually comes before
+/// the next template refresh). Reuse one `Decoder` for every datagram: once templates are cached,
+/// [`Decoder::decode`] allocates nothing.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    cache: TemplateCache,
+    pending: VecDeque<PendingSet>,
+    pending_bytes: usize,
+    ready: Vec<PendingSet>,
+    issues: Vec<DecodeError>,
+    expired: Vec<ExpiredSet>,
+}
+
+impl Decoder {
+    /// A decoder with these limits.
+    pub fn new(limits: Limits) -> Decoder {
+        Decoder { cache: TemplateCache::new(limits), ..Decoder::default() }
+    }
+
+    /// A decoder around an existing cache (for example one loaded with
+    /// [`TemplateCache::import`]).
+    pub fn with_cache(cache: TemplateCache) -> Decoder {
+        Decoder { cache, ..Decoder::default() }
+    }
+
+    /// The template cache.
+    pub fn cache(&self) -> &TemplateCache {
+        &self.cache
+    }
+
+    /// The template cache, to import, export or forget templates.
+    pub fn cache_mut(&mut self) -> &mut TemplateCache {
+        &mut self.cache
+    }
+
+    /// Data sets waiting for their template.
+    pub fn pending_sets(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Bytes of data sets waiting for their template.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Gives up pending sets older than [`Limits::max_pending_age_micros`] at `now_micros`, and
+    /// reports them. Call it periodically when no datagrams arrive; [`Decoder::decode`] does it
+    /// on every call.
+    pub fn expire(&mut self, now_micros: i64) -> &[ExpiredSet] {
+        self.expired.clear();
+        self.expire_old(now_micros);
+        &self.expired
+    }
+
+    fn expire_old(&mut self, now: i64) {
+        let max_age = self.cache.limits().max_pending_age_micros;
+        while let Some(p) = self.pending.front() {
+            if now.saturating_sub(p.ctx.ts_micros) <= max_age {
+                break;
+            }
+            self.give_up_front(ExpiryReason::Age);
+        }
+    }
+
+    fn give_up_front(&mut self, reason: ExpiryReason) {
+        if let Some(p) = self.pending.pop_front() {
+            self.pending_bytes -= p.body.len();
+            let e = ExpiredSet { key: p.key, bytes: p.body.len(), received_micros: p.ctx.ts_micros, reason };
+            self.expired.push(e);
+        }
+    }
+
+    /// Decodes one datagram received from `exporter` at `ts_micros` (Unix µs, the caller's
+    /// clock: it stamps the flows and ages the pending buffer).
+    ///
+    /// Templates carried by the datagram are learned first, so they apply to every data set of
+    /// the datagram whatever the order, and release pending sets that were waiting for them.
+    ///
+    /// `Err` only when the packet header cannot be read (truncated, unknown version, length
+    /// contradicting the datagram). Problems inside the packet are per-set outcomes listed by
+    /// [`Decoded::issues`]; everything framed before a broken set is still decoded.
+    pub fn decode<'a>(
+        &'a mut self,
+        exporter: impl Into<ExporterKey>,
+        ts_micros: i64,
+        datagram: &'a [u8],
+    ) -> Result<Decoded<'a>, DecodeError> {
+        let exporter = exporter.into();
+        self.issues.clear();
+        self.expired.clear();
+        self.ready.clear();
+        self.expire_old(ts_micros);
+        let version = match datagram {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+            _ => return Err(DecodeError::Truncated { offset: 0, needed: 2 - datagram.len() }),
+        };
+        let (header, body) = match version {
+            5 => {
+                let p = V5Packet::parse(datagram)?;
+                (p.header(), Body::V5(p.records_bytes()))
+            }
+            9 => {
+                let p = V9Packet::parse(datagram)?;
+                (p.header(), Body::Sets(p.sets()))
+            }
+            10 => {
+                let p = IpfixPacket::parse(datagram)?;
+                (p.header(), Body::Sets(p.sets()))
+            }
+            v => return Err(DecodeError::Version(v)),
+        };
+        let ctx = FlowContext {
+            exporter: exporter.addr,
+            ts_micros,
+            header,
+            sampling_interval: header.sampling_interval(),
+        };
+        let body = match body {
+            Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, sets)),
+            v5 => v5,
+        };
+        Ok(Decoded { decoder: self, exporter, ctx, body })
+    }
+
+    /// Learns templates, queues data sets without a template, checks the rest; returns the sets
+    /// that were framed without error.
+    fn frame<'a>(&mut self, exporter: ExporterKey, ctx: FlowContext, datagram: &'a [u8], sets: Sets<'a>) -> Sets<'a> {
+        let start = sets.position();
+        let version = ctx.header.version;
+        let domain = ctx.header.source_id;
+        let key = |template_id| TemplateKey { exporter, version, domain, template_id };
+        let mut end = datagram.len();
+        let mut learned = false;
+        for set in sets.clone() {
+            let set = match set {
+                Ok(s) => s,
+                Err(e) => {
+                    if let DecodeError::BadSetLength { offset, .. } = e {
+                        end = offset;
+                    }
+                    self.issues.push(e);
+                    break;
+                }
+            };
+            match (version, set.id) {
+                (9, v9::TEMPLATE_SET | v9::OPTIONS_TEMPLATE_SET)
+                | (10, ipfix::TEMPLATE_SET | ipfix::OPTIONS_TEMPLATE_SET) => {
+                    learned |= self.learn_set(datagram, &set, key);
+                }
+                (_, 256..) => {}
+                (_, set_id) => self.issues.push(DecodeError::ReservedSetId { offset: set.offset, set_id }),
+            }
+        }
+        let framed = Sets::new(start, datagram.get(start..end).unwrap_or(&[]));
+        for set in framed.clone().flatten().filter(|s| s.id >= 256) {
+            let key = key(set.id);
+            match self.cache.get(&key) {
+                Some(t) => check_set(t, &set, &mut self.issues),
+                None => self.defer(key, ctx, &set),
+            }
+        }
+        if learned && !self.pending.is_empty() {
+            let mut i = 0;
+            while i < self.pending.len() {
+                if self.pending.get(i).is_some_and(|p| self.cache.get(&p.key).is_some())
+                    && let Some(p) = self.pending.remove(i)
+                {
+                    self.pending_bytes -= p.body.len();
+                    self.ready.push(p);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        framed
+    }
+
+    /// Learns every template of a template set; returns whether any was learned or changed.
+    fn learn_set(&mut self, datagram: &[u8], set: &Set<'_>, key: impl Fn(u16) -> TemplateKey) -> bool {
+        let max_fields = self.cache.limits().max_fields;
+        let mut rest = set.body;
+        let mut learned = false;
+        // Fewer bytes than the smallest template record, or all zeros, is padding.
+        while rest.len() >= 4 && rest.iter().any(|&b| b != 0) {
+            let parsed = match set.id {
+                v9::TEMPLATE_SET => template::v9_template(datagram, rest, max_fields),
+                v9::OPTIONS_TEMPLATE_SET => template::v9_options_template(datagram, rest, max_fields),
+                ipfix::TEMPLATE_SET => template::ipfix_template(datagram, rest, max_fields, false),
+                _ => template::ipfix_template(datagram, rest, max_fields, true),
+            };
+            let (r, rec) = match parsed {
+                Ok(v) => v,
+                Err(e) => {
+                    self.issues.push(e);
+                    break;
+                }
+            };
+            rest = r;
+            learned |= self.learn(&rec, &key);
+        }
+        learned
+    }
+
+    fn learn(&mut self, rec: &TemplateRecord<'_>, key: &impl Fn(u16) -> TemplateKey) -> bool {
+        let k = key(rec.id);
+        if rec.field_count == 0 {
+            // IPFIX withdrawal (RFC 7011 §8.1): of one template, or of all (ids 2 and 3).
+            if rec.id < 256 {
+                self.cache.forget_domain(k.exporter, k.version, k.domain);
+            } else {
+                self.cache.remove(&k);
+            }
+            return false;
+        }
+        match self.cache.learn_raw(k, rec.kind, rec.raw, || Template::from_record(rec), rec.offset) {
+            Ok(Learned::Refreshed) => false,
+            Ok(_) => true,
+            Err(e) => {
+                self.issues.push(e);
+                false
+            }
+        }
+    }
+
+    /// Keeps a data set whose template is unknown, within the pending buffer's caps.
+    fn defer(&mut self, key: TemplateKey, ctx: FlowContext, set: &Set<'_>) {
+        let limits = *self.cache.limits();
+        let bytes = set.body.len();
+        if limits.max_pending_sets == 0 || bytes > limits.max_pending_bytes {
+            self.issues.push(DecodeError::PendingDropped { offset: set.offset, key, bytes });
+            return;
+        }
+        while self.pending.len() >= limits.max_pending_sets || self.pending_bytes + bytes > limits.max_pending_bytes {
+            self.give_up_front(ExpiryReason::Evicted);
+        }
+        self.pending.push_back(PendingSet { key, ctx, offset: set.offset, body: set.body.to_vec() });
+        self.pending_bytes += bytes;
+        self.issues.push(DecodeError::TemplateMissing { offset: set.offset, key });
+    }
+}
+
+/// Reports a data set's leftover bytes that cannot be padding, or a record that overruns it.
+fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) {
+    let body = set.body;
+    let tail = match t.record_len() {
+        Some(n) => body.get(body.len() - body.len() % n..).unwrap_or(&[]),
+        None => {
+            let mut rest = body;
+            while rest.len() >= t.min_record_len() {
+                match t.varlen_record_len(rest) {
+                    Some(n) => rest = rest.get(n..).unwrap_or(&[]),
+                    None => {
+                        let needed = t.min_record_len().saturating_sub(rest.len()).max(1);
+                        let offset = set.offset + 4 + offset_in(body, rest);
+                        issues.push(DecodeError::RecordOverrun { offset, template_id: set.id, needed });
+                        return;
+                    }
+                }
+            }
+            rest
+        }
+    };
+    if tail.iter().any(|&b| b != 0) {
+        let offset = set.offset + 4 + offset_in(body, tail);
+        issues.push(DecodeError::TrailingBytes { offset, template_id: set.id, length: tail.len() });
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Body<'a> {
+    V5(&'a [u8]),
+    Sets(Sets<'a>),
+}
+
+/// The outcome of [`Decoder::decode`]: header facts, data sets, and what went wrong.
+///
+/// Borrows the datagram and the decoder; iterating allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
+    decoder: &'a Decoder,
+    exporter: ExporterKey,
+    ctx: FlowContext,
+    body: Body<'a>,
+}
+
+impl<'a> Decoded<'a> {
+    /// The packet header.
+    pub fn header(&self) -> Header {
+        self.ctx.header
+    }
+
+    /// The exporter key the datagram was decoded under.
+    pub fn exporter(&self) -> ExporterKey {
+        self.exporter
+    }
+
+    /// Every data set that could be decoded: those of this datagram whose template is known
+    /// (for v5, one set with all records), then pending sets of earlier datagrams that this
+    /// one's templates released (with their own header and receive time).
+    pub fn data_sets(&self) -> DataSets<'a> {
+        DataSets { decoded: self.clone(), v5_done: false, ready: 0 }
+    }
+
+    /// The normalized flows of every data set, options records and records without addresses
+    /// skipped. Counters are as exported (see [`Flow::renormalized`]).
+    pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
+        self.data_sets().flat_map(|s| s.flows())
+    }
+
+    /// Per-set problems: bad templates, limits hit, reserved set ids, sets waiting for their
+    /// template ([`DecodeError::TemplateMissing`]) or dropped, trailing bytes, a set length that
+    /// ended framing early.
+    pub fn issues(&self) -> &'a [DecodeError] {
+        &self.decoder.issues
+    }
+
+    /// Pending sets given up during this call (their template never came): lost records.
+    pub fn expired(&self) -> &'a [ExpiredSet] {
+        &self.decoder.expired
+    }
+}
+
+/// Iterator over the data sets of a [`Decoded`].
+#[derive(Debug, Clone)]
+pub struct DataSets<'a> {
+    decoded: Decoded<'a>,
+    v5_done: bool,
+    ready: usize,
+}
+
+impl<'a> Iterator for DataSets<'a> {
+    type Item = DataSet<'a>;
+
+    fn next(&mut self) -> Option<DataSet<'a>> {
+        let d = &mut self.decoded;
+        let key = |template_id| TemplateKey {
+            exporter: d.exporter,
+            version: d.ctx.header.version,
+            domain: d.ctx.header.source_id,
+            template_id,
+        };
+        match &mut d.body {
+            Body::V5(records) if !self.v5_done => {
+                self.v5_done = true;
+                let body: &'a [u8] = records;
+                let t = v5::template();
+                return Some(DataSet { key: key(0), offset: v5::field::HEADER_LEN, template: t, body, ctx: d.ctx });
+            }
+            Body::V5(_) => {}
+            Body::Sets(sets) => {
+                for set in sets.by_ref().flatten() {
+                    if set.id < 256 {
+                        continue;
+                    }
+                    let k = key(set.id);
+                    if let Some(t) = d.decoder.cache.get(&k) {
+                        return Some(DataSet { key: k, offset: set.offset, template: t, body: set.body, ctx: d.ctx });
+                    }
+                }
+            }
+        }
+        let decoder: &'a Decoder = d.decoder;
+        while let Some(p) = decoder.ready.get(self.ready) {
+            self.ready += 1;
+            if let Some(t) = decoder.cache.get(&p.key) {
+                return Some(DataSet { key: p.key, offset: p.offset, template: t, body: &p.body, ctx: p.ctx });
+            }
+        }
+        None
+    }
+}
+
+/// One data set with its template: records, flows, and the facts of the packet that carried it.
+#[derive(Debug, Clone, Copy)]
+pub struct DataSet<'a> {
+    key: TemplateKey,
+    offset: usize,
+    template: &'a Template,
+    body: &'a [u8],
+    ctx: FlowContext,
+}
+
+impl<'a> DataSet<'a> {
+    /// The template key (for v5: version 5, template id 0).
+    pub fn key(&self) -> TemplateKey {
+        self.key
+    }
+
+    /// Offset of the set header in its datagram.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The template.
+    pub fn template(&self) -> &'a Template {
+        self.template
+    }
+
+    /// Header, exporter and receive time of the datagram that carried the set.
+    pub fn context(&self) -> &FlowContext {
+        &self.ctx
+    }
+
+    /// Whether the records are options records.
+    pub fn is_options(&self) -> bool {
+        matches!(self.template.kind(), template::TemplateKind::Options { .. })
+    }
+
+    /// The records, as zero-copy views.
+    pub fn records(&self) -> Records<'a> {
+        Records::new(self.body, self.template)
+    }
+
+    /// The normalized flows of the records (none for an options set).
+    pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
+        let ctx = self.ctx;
+        let records = if self.is_options() { Records::new(&[], self.template) } else { self.records() };
+        records.filter_map(move |r: Record<'a>| r.flow(&ctx))
+    }
+}

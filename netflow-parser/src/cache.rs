@@ -28,7 +28,10 @@ impl From<IpAddr> for ExporterKey {
 
 impl From<SocketAddr> for ExporterKey {
     fn from(s: SocketAddr) -> Self {
-        ExporterKey { addr: s.ip(), port: s.port() }
+        ExporterKey {
+            addr: s.ip(),
+            port: s.port(),
+        }
     }
 }
 
@@ -58,8 +61,16 @@ pub struct TemplateKey {
 
 impl core::fmt::Display for TemplateKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let dom = if self.version == 10 { "domain" } else { "source" };
-        write!(f, "{} v{} {dom} {} id {}", self.exporter, self.version, self.domain, self.template_id)
+        let dom = if self.version == 10 {
+            "domain"
+        } else {
+            "source"
+        };
+        write!(
+            f,
+            "{} v{} {dom} {} id {}",
+            self.exporter, self.version, self.domain, self.template_id
+        )
     }
 }
 
@@ -124,7 +135,11 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"NFTPL\0\0\x01";
 impl TemplateCache {
     /// An empty cache with these limits.
     pub fn new(limits: Limits) -> TemplateCache {
-        TemplateCache { map: HashMap::new(), per_exporter: HashMap::new(), limits }
+        TemplateCache {
+            map: HashMap::new(),
+            per_exporter: HashMap::new(),
+            limits,
+        }
     }
 
     /// The limits in force.
@@ -182,7 +197,11 @@ impl TemplateCache {
         {
             return Ok(Learned::Refreshed);
         }
-        let t = compile().map_err(|why| DecodeError::BadTemplate { offset, template_id: key.template_id, why })?;
+        let t = compile().map_err(|why| DecodeError::BadTemplate {
+            offset,
+            template_id: key.template_id,
+            why,
+        })?;
         self.insert(key, t)
     }
 
@@ -192,7 +211,11 @@ impl TemplateCache {
             Some(n) => n,
             None => {
                 if exporters >= self.limits.max_exporters {
-                    return Err(DecodeError::LimitExceeded { key, limit: Limit::Exporters, max: self.limits.max_exporters });
+                    return Err(DecodeError::LimitExceeded {
+                        key,
+                        limit: Limit::Exporters,
+                        max: self.limits.max_exporters,
+                    });
                 }
                 self.per_exporter.entry(key.exporter).or_insert(0)
             }
@@ -202,7 +225,11 @@ impl TemplateCache {
             if *n == 0 {
                 self.per_exporter.remove(&key.exporter);
             }
-            return Err(DecodeError::LimitExceeded { key, limit: Limit::TemplatesPerExporter, max });
+            return Err(DecodeError::LimitExceeded {
+                key,
+                limit: Limit::TemplatesPerExporter,
+                max,
+            });
         }
         *n += 1;
         Ok(())
@@ -234,7 +261,8 @@ impl TemplateCache {
     /// all-templates withdrawal. Returns how many.
     pub fn forget_domain(&mut self, exporter: ExporterKey, version: u16, domain: u32) -> usize {
         let before = self.map.len();
-        self.map.retain(|k, _| !(k.exporter == exporter && k.version == version && k.domain == domain));
+        self.map
+            .retain(|k, _| !(k.exporter == exporter && k.version == version && k.domain == domain));
         let removed = before - self.map.len();
         if let Some(n) = self.per_exporter.get_mut(&exporter) {
             *n = n.saturating_sub(removed);
@@ -294,14 +322,22 @@ impl TemplateCache {
     pub fn import(&mut self, snapshot: &[u8]) -> Result<usize, DecodeError> {
         let mut r = Reader(snapshot);
         if r.take(8)? != SNAPSHOT_MAGIC {
-            return Err(DecodeError::Snapshot("not a template snapshot (bad magic or version)"));
+            return Err(DecodeError::Snapshot(
+                "not a template snapshot (bad magic or version)",
+            ));
         }
         let count = r.u32()?;
         let mut staged = Vec::new();
         for _ in 0..count {
             let addr = match r.take(1)?[0] {
-                4 => IpAddr::from(<[u8; 4]>::try_from(r.take(4)?).map_err(|_| DecodeError::Snapshot("address"))?),
-                6 => IpAddr::from(<[u8; 16]>::try_from(r.take(16)?).map_err(|_| DecodeError::Snapshot("address"))?),
+                4 => IpAddr::from(
+                    <[u8; 4]>::try_from(r.take(4)?)
+                        .map_err(|_| DecodeError::Snapshot("address"))?,
+                ),
+                6 => IpAddr::from(
+                    <[u8; 16]>::try_from(r.take(16)?)
+                        .map_err(|_| DecodeError::Snapshot("address"))?,
+                ),
                 _ => return Err(DecodeError::Snapshot("bad address family")),
             };
             let port = r.u16()?;
@@ -311,18 +347,39 @@ impl TemplateCache {
             let scope = r.u16()?;
             let n = usize::from(r.u16()?);
             if n > self.limits.max_fields {
-                return Err(DecodeError::Snapshot("template has more fields than allowed"));
+                return Err(DecodeError::Snapshot(
+                    "template has more fields than allowed",
+                ));
             }
             let mut fields = Vec::with_capacity(n);
             for _ in 0..n {
                 let enterprise = r.u32()?;
                 let id = FieldId(r.u16()?);
                 let len = r.u16()?;
-                fields.push(FieldSpec { id, len, enterprise });
+                fields.push(FieldSpec {
+                    id,
+                    len,
+                    enterprise,
+                });
             }
-            let kind = if scope == u16::MAX { TemplateKind::Data } else { TemplateKind::Options { scope_fields: scope } };
-            let t = Template::compile(template_id, kind, &fields).map_err(|_| DecodeError::Snapshot("invalid template"))?;
-            staged.push((TemplateKey { exporter: ExporterKey { addr, port }, version, domain, template_id }, t));
+            let kind = if scope == u16::MAX {
+                TemplateKind::Data
+            } else {
+                TemplateKind::Options {
+                    scope_fields: scope,
+                }
+            };
+            let t = Template::compile(template_id, kind, &fields)
+                .map_err(|_| DecodeError::Snapshot("invalid template"))?;
+            staged.push((
+                TemplateKey {
+                    exporter: ExporterKey { addr, port },
+                    version,
+                    domain,
+                    template_id,
+                },
+                t,
+            ));
         }
         if !r.0.is_empty() {
             return Err(DecodeError::Snapshot("trailing bytes"));
@@ -387,20 +444,30 @@ mod tests {
 
     #[test]
     fn test_limits_refuse_growth() {
-        let limits = Limits { max_templates_per_exporter: 2, max_exporters: 2, ..Limits::default() };
+        let limits = Limits {
+            max_templates_per_exporter: 2,
+            max_exporters: 2,
+            ..Limits::default()
+        };
         let mut c = TemplateCache::new(limits);
         c.insert(key(1, 256), t(256, 1)).unwrap();
         c.insert(key(1, 257), t(257, 1)).unwrap();
         assert!(matches!(
             c.insert(key(1, 258), t(258, 1)),
-            Err(DecodeError::LimitExceeded { limit: Limit::TemplatesPerExporter, .. })
+            Err(DecodeError::LimitExceeded {
+                limit: Limit::TemplatesPerExporter,
+                ..
+            })
         ));
         // Redefinition of a known id is still allowed at the limit.
         assert_eq!(c.insert(key(1, 257), t(257, 2)), Ok(Learned::Redefined));
         c.insert(key(2, 256), t(256, 1)).unwrap();
         assert!(matches!(
             c.insert(key(3, 256), t(256, 1)),
-            Err(DecodeError::LimitExceeded { limit: Limit::Exporters, .. })
+            Err(DecodeError::LimitExceeded {
+                limit: Limit::Exporters,
+                ..
+            })
         ));
         assert_eq!(c.len(), 3);
         assert!(c.remove(&key(2, 256)));
@@ -414,7 +481,14 @@ mod tests {
         let opts = Template::compile(
             300,
             TemplateKind::Options { scope_fields: 1 },
-            &[FieldSpec::new(FieldId(2), 4), FieldSpec { id: FieldId(7), len: FieldSpec::VARIABLE, enterprise: 9 }],
+            &[
+                FieldSpec::new(FieldId(2), 4),
+                FieldSpec {
+                    id: FieldId(7),
+                    len: FieldSpec::VARIABLE,
+                    enterprise: 9,
+                },
+            ],
         )
         .unwrap();
         let k6 = TemplateKey {
@@ -430,7 +504,11 @@ mod tests {
         assert_eq!(d.get(&k6), Some(&opts));
         assert_eq!(d.get(&key(1, 256)), c.get(&key(1, 256)));
         for cut in 0..snap.len() {
-            assert!(TemplateCache::new(Limits::default()).import(&snap[..cut]).is_err());
+            assert!(
+                TemplateCache::new(Limits::default())
+                    .import(&snap[..cut])
+                    .is_err()
+            );
         }
     }
 }

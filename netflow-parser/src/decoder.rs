@@ -66,13 +66,19 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder with these limits.
     pub fn new(limits: Limits) -> Decoder {
-        Decoder { cache: TemplateCache::new(limits), ..Decoder::default() }
+        Decoder {
+            cache: TemplateCache::new(limits),
+            ..Decoder::default()
+        }
     }
 
     /// A decoder around an existing cache (for example one loaded with
     /// [`TemplateCache::import`]).
     pub fn with_cache(cache: TemplateCache) -> Decoder {
-        Decoder { cache, ..Decoder::default() }
+        Decoder {
+            cache,
+            ..Decoder::default()
+        }
     }
 
     /// The template cache.
@@ -117,7 +123,12 @@ impl Decoder {
     fn give_up_front(&mut self, reason: ExpiryReason) {
         if let Some(p) = self.pending.pop_front() {
             self.pending_bytes -= p.body.len();
-            let e = ExpiredSet { key: p.key, bytes: p.body.len(), received_micros: p.ctx.ts_micros, reason };
+            let e = ExpiredSet {
+                key: p.key,
+                bytes: p.body.len(),
+                received_micros: p.ctx.ts_micros,
+                reason,
+            };
             self.expired.push(e);
         }
     }
@@ -144,7 +155,12 @@ impl Decoder {
         self.expire_old(ts_micros);
         let version = match datagram {
             [a, b, ..] => u16::from_be_bytes([*a, *b]),
-            _ => return Err(DecodeError::Truncated { offset: 0, needed: 2 - datagram.len() }),
+            _ => {
+                return Err(DecodeError::Truncated {
+                    offset: 0,
+                    needed: 2 - datagram.len(),
+                });
+            }
         };
         let (header, body) = match version {
             5 => {
@@ -171,16 +187,32 @@ impl Decoder {
             Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, sets)),
             v5 => v5,
         };
-        Ok(Decoded { decoder: self, exporter, ctx, body })
+        Ok(Decoded {
+            decoder: self,
+            exporter,
+            ctx,
+            body,
+        })
     }
 
     /// Learns templates, queues data sets without a template, checks the rest; returns the sets
     /// that were framed without error.
-    fn frame<'a>(&mut self, exporter: ExporterKey, ctx: FlowContext, datagram: &'a [u8], sets: Sets<'a>) -> Sets<'a> {
+    fn frame<'a>(
+        &mut self,
+        exporter: ExporterKey,
+        ctx: FlowContext,
+        datagram: &'a [u8],
+        sets: Sets<'a>,
+    ) -> Sets<'a> {
         let start = sets.position();
         let version = ctx.header.version;
         let domain = ctx.header.source_id;
-        let key = |template_id| TemplateKey { exporter, version, domain, template_id };
+        let key = |template_id| TemplateKey {
+            exporter,
+            version,
+            domain,
+            template_id,
+        };
         let mut end = datagram.len();
         let mut learned = false;
         for set in sets.clone() {
@@ -200,7 +232,10 @@ impl Decoder {
                     learned |= self.learn_set(datagram, &set, key);
                 }
                 (_, 256..) => {}
-                (_, set_id) => self.issues.push(DecodeError::ReservedSetId { offset: set.offset, set_id }),
+                (_, set_id) => self.issues.push(DecodeError::ReservedSetId {
+                    offset: set.offset,
+                    set_id,
+                }),
             }
         }
         let framed = Sets::new(start, datagram.get(start..end).unwrap_or(&[]));
@@ -214,7 +249,10 @@ impl Decoder {
         if learned && !self.pending.is_empty() {
             let mut i = 0;
             while i < self.pending.len() {
-                if self.pending.get(i).is_some_and(|p| self.cache.get(&p.key).is_some())
+                if self
+                    .pending
+                    .get(i)
+                    .is_some_and(|p| self.cache.get(&p.key).is_some())
                     && let Some(p) = self.pending.remove(i)
                 {
                     self.pending_bytes -= p.body.len();
@@ -228,7 +266,12 @@ impl Decoder {
     }
 
     /// Learns every template of a template set; returns whether any was learned or changed.
-    fn learn_set(&mut self, datagram: &[u8], set: &Set<'_>, key: impl Fn(u16) -> TemplateKey) -> bool {
+    fn learn_set(
+        &mut self,
+        datagram: &[u8],
+        set: &Set<'_>,
+        key: impl Fn(u16) -> TemplateKey,
+    ) -> bool {
         let max_fields = self.cache.limits().max_fields;
         let mut rest = set.body;
         let mut learned = false;
@@ -236,7 +279,9 @@ impl Decoder {
         while rest.len() >= 4 && rest.iter().any(|&b| b != 0) {
             let parsed = match set.id {
                 v9::TEMPLATE_SET => template::v9_template(datagram, rest, max_fields),
-                v9::OPTIONS_TEMPLATE_SET => template::v9_options_template(datagram, rest, max_fields),
+                v9::OPTIONS_TEMPLATE_SET => {
+                    template::v9_options_template(datagram, rest, max_fields)
+                }
                 ipfix::TEMPLATE_SET => template::ipfix_template(datagram, rest, max_fields, false),
                 _ => template::ipfix_template(datagram, rest, max_fields, true),
             };
@@ -264,7 +309,13 @@ impl Decoder {
             }
             return false;
         }
-        match self.cache.learn_raw(k, rec.kind, rec.raw, || Template::from_record(rec), rec.offset) {
+        match self.cache.learn_raw(
+            k,
+            rec.kind,
+            rec.raw,
+            || Template::from_record(rec),
+            rec.offset,
+        ) {
             Ok(Learned::Refreshed) => false,
             Ok(_) => true,
             Err(e) => {
@@ -279,15 +330,29 @@ impl Decoder {
         let limits = *self.cache.limits();
         let bytes = set.body.len();
         if limits.max_pending_sets == 0 || bytes > limits.max_pending_bytes {
-            self.issues.push(DecodeError::PendingDropped { offset: set.offset, key, bytes });
+            self.issues.push(DecodeError::PendingDropped {
+                offset: set.offset,
+                key,
+                bytes,
+            });
             return;
         }
-        while self.pending.len() >= limits.max_pending_sets || self.pending_bytes + bytes > limits.max_pending_bytes {
+        while self.pending.len() >= limits.max_pending_sets
+            || self.pending_bytes + bytes > limits.max_pending_bytes
+        {
             self.give_up_front(ExpiryReason::Evicted);
         }
-        self.pending.push_back(PendingSet { key, ctx, offset: set.offset, body: set.body.to_vec() });
+        self.pending.push_back(PendingSet {
+            key,
+            ctx,
+            offset: set.offset,
+            body: set.body.to_vec(),
+        });
         self.pending_bytes += bytes;
-        self.issues.push(DecodeError::TemplateMissing { offset: set.offset, key });
+        self.issues.push(DecodeError::TemplateMissing {
+            offset: set.offset,
+            key,
+        });
     }
 }
 
@@ -304,7 +369,11 @@ fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) {
                     None => {
                         let needed = t.min_record_len().saturating_sub(rest.len()).max(1);
                         let offset = set.offset + 4 + offset_in(body, rest);
-                        issues.push(DecodeError::RecordOverrun { offset, template_id: set.id, needed });
+                        issues.push(DecodeError::RecordOverrun {
+                            offset,
+                            template_id: set.id,
+                            needed,
+                        });
                         return;
                     }
                 }
@@ -314,7 +383,11 @@ fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) {
     };
     if tail.iter().any(|&b| b != 0) {
         let offset = set.offset + 4 + offset_in(body, tail);
-        issues.push(DecodeError::TrailingBytes { offset, template_id: set.id, length: tail.len() });
+        issues.push(DecodeError::TrailingBytes {
+            offset,
+            template_id: set.id,
+            length: tail.len(),
+        });
     }
 }
 
@@ -350,7 +423,11 @@ impl<'a> Decoded<'a> {
     /// (for v5, one set with all records), then pending sets of earlier datagrams that this
     /// one's templates released (with their own header and receive time).
     pub fn data_sets(&self) -> DataSets<'a> {
-        DataSets { decoded: self.clone(), v5_done: false, ready: 0 }
+        DataSets {
+            decoded: self.clone(),
+            v5_done: false,
+            ready: 0,
+        }
     }
 
     /// The normalized flows of every data set, options records and records without addresses
@@ -396,7 +473,13 @@ impl<'a> Iterator for DataSets<'a> {
                 self.v5_done = true;
                 let body: &'a [u8] = records;
                 let t = v5::template();
-                return Some(DataSet { key: key(0), offset: v5::field::HEADER_LEN, template: t, body, ctx: d.ctx });
+                return Some(DataSet {
+                    key: key(0),
+                    offset: v5::field::HEADER_LEN,
+                    template: t,
+                    body,
+                    ctx: d.ctx,
+                });
             }
             Body::V5(_) => {}
             Body::Sets(sets) => {
@@ -406,7 +489,13 @@ impl<'a> Iterator for DataSets<'a> {
                     }
                     let k = key(set.id);
                     if let Some(t) = d.decoder.cache.get(&k) {
-                        return Some(DataSet { key: k, offset: set.offset, template: t, body: set.body, ctx: d.ctx });
+                        return Some(DataSet {
+                            key: k,
+                            offset: set.offset,
+                            template: t,
+                            body: set.body,
+                            ctx: d.ctx,
+                        });
                     }
                 }
             }
@@ -415,7 +504,13 @@ impl<'a> Iterator for DataSets<'a> {
         while let Some(p) = decoder.ready.get(self.ready) {
             self.ready += 1;
             if let Some(t) = decoder.cache.get(&p.key) {
-                return Some(DataSet { key: p.key, offset: p.offset, template: t, body: &p.body, ctx: p.ctx });
+                return Some(DataSet {
+                    key: p.key,
+                    offset: p.offset,
+                    template: t,
+                    body: &p.body,
+                    ctx: p.ctx,
+                });
             }
         }
         None
@@ -466,7 +561,11 @@ impl<'a> DataSet<'a> {
     /// The normalized flows of the records (none for an options set).
     pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
         let ctx = self.ctx;
-        let records = if self.is_options() { Records::new(&[], self.template) } else { self.records() };
+        let records = if self.is_options() {
+            Records::new(&[], self.template)
+        } else {
+            self.records()
+        };
         records.filter_map(move |r: Record<'a>| r.flow(&ctx))
     }
 }

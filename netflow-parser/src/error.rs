@@ -40,7 +40,9 @@ pub enum DecodeError {
     #[error("v5 header declares {0} records, at most 30 are allowed")]
     TooManyRecords(u16),
     /// A flowset (v9) or set (IPFIX) length is below its 4-byte header or runs past the datagram.
-    #[error("flowset {set_id} at byte {offset}: length {length} is invalid ({remaining} bytes left)")]
+    #[error(
+        "flowset {set_id} at byte {offset}: length {length} is invalid ({remaining} bytes left)"
+    )]
     BadSetLength {
         /// Offset of the set header.
         offset: usize,
@@ -90,7 +92,9 @@ pub enum DecodeError {
     },
     /// A data set whose template is not known could not be kept because the pending buffer is
     /// full or disabled: its records are lost (counted here).
-    #[error("data set at byte {offset}: no template {key}, pending buffer full, {bytes} bytes dropped")]
+    #[error(
+        "data set at byte {offset}: no template {key}, pending buffer full, {bytes} bytes dropped"
+    )]
     PendingDropped {
         /// Offset of the set header.
         offset: usize,
@@ -124,6 +128,10 @@ pub enum DecodeError {
     /// be read back.
     #[error("template snapshot: {0}")]
     Snapshot(&'static str),
+    /// The encoder ([`emit`](crate::emit), feature `emit`) was asked for something the format
+    /// cannot express.
+    #[error("cannot emit: {0}")]
+    CannotEmit(&'static str),
 }
 
 /// What is wrong with a template definition ([`DecodeError::BadTemplate`]).

@@ -240,7 +240,11 @@ impl FieldSpec {
 
     /// An IANA (enterprise 0) field of fixed length.
     pub const fn new(id: FieldId, len: u16) -> FieldSpec {
-        FieldSpec { id, len, enterprise: 0 }
+        FieldSpec {
+            id,
+            len,
+            enterprise: 0,
+        }
     }
 
     /// Whether the field's length is given per record.

@@ -97,11 +97,20 @@ mod tests {
 
     #[test]
     fn renormalize_multiplies_and_saturates() {
-        let f = Flow { bytes: 100, packets: 2, sampling_interval: 10, ..Flow::default() };
+        let f = Flow {
+            bytes: 100,
+            packets: 2,
+            sampling_interval: 10,
+            ..Flow::default()
+        };
         let r = f.renormalized();
         assert_eq!((r.bytes, r.packets, r.sampling_interval), (1000, 20, 1));
         assert_eq!(r.renormalized(), r);
-        let big = Flow { bytes: u64::MAX / 2, sampling_interval: 4, ..Flow::default() };
+        let big = Flow {
+            bytes: u64::MAX / 2,
+            sampling_interval: 4,
+            ..Flow::default()
+        };
         assert_eq!(big.renormalized().bytes, u64::MAX);
     }
 }

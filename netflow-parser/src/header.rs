@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 /// The header facts of a v5, v9 or IPFIX packet, in one `Copy` struct.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Header {
     /// 5, 9 or 10.
     pub version: u16,

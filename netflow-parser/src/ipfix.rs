@@ -34,15 +34,25 @@ impl<'a> IpfixPacket<'a> {
     /// Validates the IPFIX header of a datagram.
     pub fn parse(datagram: &'a [u8]) -> Result<IpfixPacket<'a>, DecodeError> {
         let Some((hdr, _)) = datagram.split_first_chunk::<{ field::HEADER_LEN }>() else {
-            return Err(DecodeError::Truncated { offset: 0, needed: field::HEADER_LEN - datagram.len() });
+            return Err(DecodeError::Truncated {
+                offset: 0,
+                needed: field::HEADER_LEN - datagram.len(),
+            });
         };
         let version = u16_at(hdr, field::VERSION);
         if version != 10 {
             return Err(DecodeError::Version(version));
         }
         let length = usize::from(u16_at(hdr, field::LENGTH));
-        let Some(message) = datagram.get(..length).filter(|m| m.len() >= field::HEADER_LEN) else {
-            return Err(DecodeError::BadLength { offset: field::LENGTH, declared: length, actual: datagram.len() });
+        let Some(message) = datagram
+            .get(..length)
+            .filter(|m| m.len() >= field::HEADER_LEN)
+        else {
+            return Err(DecodeError::BadLength {
+                offset: field::LENGTH,
+                declared: length,
+                actual: datagram.len(),
+            });
         };
         let body = message.get(field::HEADER_LEN..).unwrap_or(&[]);
         Ok(IpfixPacket { hdr, body })

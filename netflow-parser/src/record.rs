@@ -47,7 +47,11 @@ impl<'a> Record<'a> {
 
     /// The bytes of the first field with this enterprise number and id.
     pub fn get_enterprise(&self, enterprise: u32, id: FieldId) -> Option<&'a [u8]> {
-        let index = self.template.fields().iter().position(|f| f.id == id && f.enterprise == enterprise)?;
+        let index = self
+            .template
+            .fields()
+            .iter()
+            .position(|f| f.id == id && f.enterprise == enterprise)?;
         self.template.field_bytes(self.data, index)
     }
 
@@ -58,7 +62,10 @@ impl<'a> Record<'a> {
 
     /// Every field with its bytes, in record order.
     pub fn fields(&self) -> Fields<'a> {
-        Fields { record: *self, index: 0 }
+        Fields {
+            record: *self,
+            index: 0,
+        }
     }
 
     #[inline]
@@ -98,12 +105,14 @@ impl<'a> Record<'a> {
 
     /// `IN_BYTES` (1, octetDeltaCount), or else `IN_PERMANENT_BYTES` (85, octetTotalCount).
     pub fn bytes(&self) -> Option<u64> {
-        self.slot_uint(SlotId::Bytes).or_else(|| self.slot_uint(SlotId::BytesTotal))
+        self.slot_uint(SlotId::Bytes)
+            .or_else(|| self.slot_uint(SlotId::BytesTotal))
     }
 
     /// `IN_PKTS` (2, packetDeltaCount), or else `IN_PERMANENT_PKTS` (86, packetTotalCount).
     pub fn packets(&self) -> Option<u64> {
-        self.slot_uint(SlotId::Packets).or_else(|| self.slot_uint(SlotId::PacketsTotal))
+        self.slot_uint(SlotId::Packets)
+            .or_else(|| self.slot_uint(SlotId::PacketsTotal))
     }
 
     /// `INPUT_SNMP` (10), 2 or 4 bytes (or any length up to 4).
@@ -146,7 +155,9 @@ impl<'a> Record<'a> {
             if let Some(v) = self.slot_uint(us).or_else(|| self.slot_uint(ns)) {
                 return ntp_to_unix_ms(v);
             }
-            let Some(t) = self.slot_uint(up) else { return 0 };
+            let Some(t) = self.slot_uint(up) else {
+                return 0;
+            };
             let t = t as u32;
             if let Some(init) = self.slot_uint(SlotId::SystemInitMillis) {
                 return init.saturating_add(u64::from(t));
@@ -157,8 +168,20 @@ impl<'a> Record<'a> {
             }
         };
         (
-            pick(SlotId::StartMillis, SlotId::StartSecs, SlotId::StartMicros, SlotId::StartNanos, SlotId::FirstSwitched),
-            pick(SlotId::EndMillis, SlotId::EndSecs, SlotId::EndMicros, SlotId::EndNanos, SlotId::LastSwitched),
+            pick(
+                SlotId::StartMillis,
+                SlotId::StartSecs,
+                SlotId::StartMicros,
+                SlotId::StartNanos,
+                SlotId::FirstSwitched,
+            ),
+            pick(
+                SlotId::EndMillis,
+                SlotId::EndSecs,
+                SlotId::EndMicros,
+                SlotId::EndNanos,
+                SlotId::LastSwitched,
+            ),
         )
     }
 
@@ -212,7 +235,10 @@ impl<'a> Iterator for Fields<'a> {
     type Item = (FieldSpec, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
         let spec = *self.record.template.fields().get(self.index)?;
-        let bytes = self.record.template.field_bytes(self.record.data, self.index)?;
+        let bytes = self
+            .record
+            .template
+            .field_bytes(self.record.data, self.index)?;
         self.index += 1;
         Some((spec, bytes))
     }
@@ -232,7 +258,10 @@ pub struct Records<'a> {
 
 impl<'a> Records<'a> {
     pub(crate) fn new(body: &'a [u8], template: &'a Template) -> Records<'a> {
-        Records { rest: body, template }
+        Records {
+            rest: body,
+            template,
+        }
     }
 }
 
@@ -264,7 +293,10 @@ impl<'a> Iterator for Records<'a> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         match self.template.record_len() {
             Some(n) if n > 0 => (self.rest.len() / n, Some(self.rest.len() / n)),
-            _ => (0, Some(self.rest.len() / self.template.min_record_len().max(1))),
+            _ => (
+                0,
+                Some(self.rest.len() / self.template.min_record_len().max(1)),
+            ),
         }
     }
 }

@@ -99,7 +99,11 @@ impl Default for SequenceTracker {
 impl SequenceTracker {
     /// A tracker for at most `max_keys` keys, treating jumps over `window` units as restarts.
     pub fn new(max_keys: usize, window: u32) -> SequenceTracker {
-        SequenceTracker { map: HashMap::new(), max_keys, window: window.min(i32::MAX as u32) }
+        SequenceTracker {
+            map: HashMap::new(),
+            max_keys,
+            window: window.min(i32::MAX as u32),
+        }
     }
 
     /// How many units a packet accounts for in its sequence space: `header.count` flows for v5,
@@ -113,8 +117,17 @@ impl SequenceTracker {
     }
 
     /// Records one packet: its header and, for IPFIX, the number of data records it carried.
-    pub fn observe(&mut self, exporter: ExporterKey, header: &Header, data_records: u32) -> SequenceEvent {
-        let key = SequenceKey { exporter, version: header.version, source_id: header.source_id };
+    pub fn observe(
+        &mut self,
+        exporter: ExporterKey,
+        header: &Header,
+        data_records: u32,
+    ) -> SequenceEvent {
+        let key = SequenceKey {
+            exporter,
+            version: header.version,
+            source_id: header.source_id,
+        };
         let units = SequenceTracker::units(header, data_records);
         let seq = header.sequence;
         if !self.map.contains_key(&key) && self.map.len() >= self.max_keys {
@@ -143,7 +156,9 @@ impl SequenceTracker {
         } else if state.recent.contains(&seq) {
             SequenceEvent::Duplicate
         } else if d > 0 && d.unsigned_abs() <= window {
-            SequenceEvent::Gap { missing: d.unsigned_abs() }
+            SequenceEvent::Gap {
+                missing: d.unsigned_abs(),
+            }
         } else if d < 0 && d.unsigned_abs() <= window {
             SequenceEvent::Late
         } else {
@@ -208,17 +223,39 @@ mod tests {
         }
     }
 
-    const EXP: ExporterKey = ExporterKey { addr: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 0 };
+    const EXP: ExporterKey = ExporterKey {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+    };
 
     #[test]
     fn v9_gap_late_duplicate_reset() {
         let mut t = SequenceTracker::default();
-        assert_eq!(t.observe(EXP, &hdr(9, 10, 5, 100_000), 0), SequenceEvent::First);
-        assert_eq!(t.observe(EXP, &hdr(9, 11, 5, 100_001), 0), SequenceEvent::InOrder);
-        assert_eq!(t.observe(EXP, &hdr(9, 14, 5, 100_002), 0), SequenceEvent::Gap { missing: 2 });
-        assert_eq!(t.observe(EXP, &hdr(9, 12, 5, 100_001), 0), SequenceEvent::Late);
-        assert_eq!(t.observe(EXP, &hdr(9, 14, 5, 100_002), 0), SequenceEvent::Duplicate);
-        let k = SequenceKey { exporter: EXP, version: 9, source_id: 0 };
+        assert_eq!(
+            t.observe(EXP, &hdr(9, 10, 5, 100_000), 0),
+            SequenceEvent::First
+        );
+        assert_eq!(
+            t.observe(EXP, &hdr(9, 11, 5, 100_001), 0),
+            SequenceEvent::InOrder
+        );
+        assert_eq!(
+            t.observe(EXP, &hdr(9, 14, 5, 100_002), 0),
+            SequenceEvent::Gap { missing: 2 }
+        );
+        assert_eq!(
+            t.observe(EXP, &hdr(9, 12, 5, 100_001), 0),
+            SequenceEvent::Late
+        );
+        assert_eq!(
+            t.observe(EXP, &hdr(9, 14, 5, 100_002), 0),
+            SequenceEvent::Duplicate
+        );
+        let k = SequenceKey {
+            exporter: EXP,
+            version: 9,
+            source_id: 0,
+        };
         let s = t.stats(&k).unwrap();
         assert_eq!((s.received, s.lost, s.late, s.duplicates), (4, 1, 1, 1));
         assert_eq!(s.sent(), 5);
@@ -232,15 +269,27 @@ mod tests {
     fn v5_counts_flows_and_wraps() {
         let mut t = SequenceTracker::default();
         t.observe(EXP, &hdr(5, u32::MAX - 9, 30, 5), 0);
-        assert_eq!(t.observe(EXP, &hdr(5, 20, 30, 6), 0), SequenceEvent::InOrder);
-        assert_eq!(t.observe(EXP, &hdr(5, 80, 30, 7), 0), SequenceEvent::Gap { missing: 30 });
+        assert_eq!(
+            t.observe(EXP, &hdr(5, 20, 30, 6), 0),
+            SequenceEvent::InOrder
+        );
+        assert_eq!(
+            t.observe(EXP, &hdr(5, 80, 30, 7), 0),
+            SequenceEvent::Gap { missing: 30 }
+        );
     }
 
     #[test]
     fn key_limit() {
         let mut t = SequenceTracker::new(1, 1000);
         t.observe(EXP, &hdr(9, 1, 1, 1), 0);
-        let other = ExporterKey { addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port: 0 };
-        assert_eq!(t.observe(other, &hdr(9, 1, 1, 1), 0), SequenceEvent::Untracked);
+        let other = ExporterKey {
+            addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            port: 0,
+        };
+        assert_eq!(
+            t.observe(other, &hdr(9, 1, 1, 1), 0),
+            SequenceEvent::Untracked
+        );
     }
 }

@@ -119,7 +119,11 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub const ABSENT: u16 = u16::MAX;
-    const NONE: Slot = Slot { index: Slot::ABSENT, at: 0, len: 0 };
+    const NONE: Slot = Slot {
+        index: Slot::ABSENT,
+        at: 0,
+        len: 0,
+    };
 }
 
 /// A compiled template: the field list, each fixed field's offset, the record length, and the
@@ -161,7 +165,14 @@ impl FieldEncoding {
         match self {
             FieldEncoding::Ipfix if raw_id & 0x8000 != 0 => {
                 let (i, enterprise) = be_u32(i)?;
-                Ok((i, FieldSpec { id: FieldId(raw_id & 0x7fff), len, enterprise }))
+                Ok((
+                    i,
+                    FieldSpec {
+                        id: FieldId(raw_id & 0x7fff),
+                        len,
+                        enterprise,
+                    },
+                ))
             }
             _ => Ok((i, FieldSpec::new(FieldId(raw_id), len))),
         }
@@ -182,7 +193,11 @@ pub(crate) struct TemplateRecord<'a> {
 
 impl<'a> TemplateRecord<'a> {
     pub fn specs(&self) -> FieldSpecs<'a> {
-        FieldSpecs { rest: self.raw, left: self.field_count, encoding: self.encoding }
+        FieldSpecs {
+            rest: self.raw,
+            left: self.field_count,
+            encoding: self.encoding,
+        }
     }
 }
 
@@ -212,7 +227,11 @@ pub(crate) fn v9_template<'a>(
     max_fields: usize,
 ) -> Result<(&'a [u8], TemplateRecord<'a>), DecodeError> {
     let offset = offset_in(whole, i);
-    let bad = |id, why| DecodeError::BadTemplate { offset, template_id: id, why };
+    let bad = |id, why| DecodeError::BadTemplate {
+        offset,
+        template_id: id,
+        why,
+    };
     let (i, (id, count)) = (be_u16, be_u16)
         .parse(i)
         .map_err(|_: nom::Err<nom::error::Error<&[u8]>>| bad(0, TemplateProblem::Truncated))?;
@@ -229,7 +248,17 @@ pub(crate) fn v9_template<'a>(
         .parse(i)
         .map_err(|_: nom::Err<nom::error::Error<&[u8]>>| bad(id, TemplateProblem::Truncated))?;
     let kind = TemplateKind::Data;
-    Ok((i, TemplateRecord { offset, id, kind, field_count: count, raw, encoding: FieldEncoding::V9 }))
+    Ok((
+        i,
+        TemplateRecord {
+            offset,
+            id,
+            kind,
+            field_count: count,
+            raw,
+            encoding: FieldEncoding::V9,
+        },
+    ))
 }
 
 /// Parses one v9 options template record (RFC 3954 §6.1): id, scope length and option length
@@ -240,7 +269,11 @@ pub(crate) fn v9_options_template<'a>(
     max_fields: usize,
 ) -> Result<(&'a [u8], TemplateRecord<'a>), DecodeError> {
     let offset = offset_in(whole, i);
-    let bad = |id, why| DecodeError::BadTemplate { offset, template_id: id, why };
+    let bad = |id, why| DecodeError::BadTemplate {
+        offset,
+        template_id: id,
+        why,
+    };
     let (i, (id, scope_len, opt_len)) = (be_u16, be_u16, be_u16)
         .parse(i)
         .map_err(|_: nom::Err<nom::error::Error<&[u8]>>| bad(0, TemplateProblem::Truncated))?;
@@ -257,22 +290,45 @@ pub(crate) fn v9_options_template<'a>(
     let (i, raw) = take(count * 4)
         .parse(i)
         .map_err(|_: nom::Err<nom::error::Error<&[u8]>>| bad(id, TemplateProblem::Truncated))?;
-    let kind = TemplateKind::Options { scope_fields: scope_len / 4 };
+    let kind = TemplateKind::Options {
+        scope_fields: scope_len / 4,
+    };
     // `count` <= 2 * 16383, fits u16.
-    let field_count = u16::try_from(count).map_err(|_| bad(id, TemplateProblem::TooManyFields(count)))?;
-    Ok((i, TemplateRecord { offset, id, kind, field_count, raw, encoding: FieldEncoding::V9 }))
+    let field_count =
+        u16::try_from(count).map_err(|_| bad(id, TemplateProblem::TooManyFields(count)))?;
+    Ok((
+        i,
+        TemplateRecord {
+            offset,
+            id,
+            kind,
+            field_count,
+            raw,
+            encoding: FieldEncoding::V9,
+        },
+    ))
 }
 
 impl Template {
     /// Compiles a template from its field list. Refuses zero fields, zero-length fields and
     /// records longer than 65535 bytes.
-    pub fn compile(id: u16, kind: TemplateKind, fields: &[FieldSpec]) -> Result<Template, TemplateProblem> {
+    pub fn compile(
+        id: u16,
+        kind: TemplateKind,
+        fields: &[FieldSpec],
+    ) -> Result<Template, TemplateProblem> {
         let raw = encode_fields(fields);
         Template::build(id, kind, fields.iter().copied(), fields.len(), raw)
     }
 
     pub(crate) fn from_record(rec: &TemplateRecord<'_>) -> Result<Template, TemplateProblem> {
-        Template::build(rec.id, rec.kind, rec.specs(), usize::from(rec.field_count), rec.raw.into())
+        Template::build(
+            rec.id,
+            rec.kind,
+            rec.specs(),
+            usize::from(rec.field_count),
+            rec.raw.into(),
+        )
     }
 
     fn build(
@@ -325,9 +381,14 @@ impl Template {
                 let slot = &mut slots[s as usize];
                 if slot.index == Slot::ABSENT {
                     // index < fields.len() <= max_fields (u16-bounded by the wire format).
-                    let index = u16::try_from(index).map_err(|_| TemplateProblem::TooManyFields(fields.len()))?;
+                    let index = u16::try_from(index)
+                        .map_err(|_| TemplateProblem::TooManyFields(fields.len()))?;
                     let at = offsets.get(usize::from(index)).copied().unwrap_or(0);
-                    *slot = Slot { index, at, len: f.len };
+                    *slot = Slot {
+                        index,
+                        at,
+                        len: f.len,
+                    };
                 }
             }
         }
@@ -337,7 +398,17 @@ impl Template {
             None
         };
         let min_len = u16::try_from(min_len).map_err(|_| TemplateProblem::RecordTooLong)?;
-        Ok(Template { id, kind, fields, offsets: offsets.into(), raw, first_var, record_len, min_len, slots })
+        Ok(Template {
+            id,
+            kind,
+            fields,
+            offsets: offsets.into(),
+            raw,
+            first_var,
+            record_len,
+            min_len,
+            slots,
+        })
     }
 
     /// The template id (>= 256).
@@ -396,12 +467,21 @@ impl Template {
             let len = usize::from(self.fields.get(index)?.len);
             return rec.get(at..at + len);
         }
-        let mut at = usize::from(*self.offsets.get(self.first_var.checked_sub(1)?).unwrap_or(&0));
+        let mut at = usize::from(
+            *self
+                .offsets
+                .get(self.first_var.checked_sub(1)?)
+                .unwrap_or(&0),
+        );
         if self.first_var > 0 {
             at += usize::from(self.fields.get(self.first_var - 1)?.len);
         }
         for (i, f) in self.fields.iter().enumerate().skip(self.first_var) {
-            let (start, len) = if f.is_variable() { varlen(rec, at)? } else { (at, usize::from(f.len)) };
+            let (start, len) = if f.is_variable() {
+                varlen(rec, at)?
+            } else {
+                (at, usize::from(f.len))
+            };
             if i == index {
                 return rec.get(start..start + len);
             }
@@ -414,7 +494,11 @@ impl Template {
     pub(crate) fn varlen_record_len(&self, rec: &[u8]) -> Option<usize> {
         let mut at = 0usize;
         for f in self.fields.iter() {
-            let (start, len) = if f.is_variable() { varlen(rec, at)? } else { (at, usize::from(f.len)) };
+            let (start, len) = if f.is_variable() {
+                varlen(rec, at)?
+            } else {
+                (at, usize::from(f.len))
+            };
             at = start.checked_add(len)?;
         }
         (at <= rec.len()).then_some(at)
@@ -458,10 +542,21 @@ mod tests {
 
     #[test]
     fn compile_offsets_and_slots() {
-        let t = Template::compile(256, TemplateKind::Data, &[spec(8, 4), spec(12, 4), spec(999, 3), spec(1, 8)])
-            .unwrap();
+        let t = Template::compile(
+            256,
+            TemplateKind::Data,
+            &[spec(8, 4), spec(12, 4), spec(999, 3), spec(1, 8)],
+        )
+        .unwrap();
         assert_eq!(t.record_len(), Some(19));
-        assert_eq!(t.slot(SlotId::Bytes), Slot { index: 3, at: 11, len: 8 });
+        assert_eq!(
+            t.slot(SlotId::Bytes),
+            Slot {
+                index: 3,
+                at: 11,
+                len: 8
+            }
+        );
         assert_eq!(t.slot(SlotId::Packets).index, Slot::ABSENT);
         let rec = [10, 0, 0, 1, 10, 0, 0, 2, 9, 9, 9, 0, 0, 0, 0, 0, 0, 1, 0];
         assert_eq!(t.field_bytes(&rec, 2), Some(&[9, 9, 9][..]));
@@ -469,7 +564,10 @@ mod tests {
 
     #[test]
     fn test_refuses_zero_fields_and_zero_length() {
-        assert_eq!(Template::compile(256, TemplateKind::Data, &[]), Err(TemplateProblem::NoFields));
+        assert_eq!(
+            Template::compile(256, TemplateKind::Data, &[]),
+            Err(TemplateProblem::NoFields)
+        );
         assert_eq!(
             Template::compile(256, TemplateKind::Data, &[spec(8, 0)]),
             Err(TemplateProblem::ZeroLengthField(8))
@@ -521,8 +619,13 @@ pub(crate) fn ipfix_template<'a>(
     options: bool,
 ) -> Result<(&'a [u8], TemplateRecord<'a>), DecodeError> {
     let offset = offset_in(whole, i);
-    let bad = |id, why| DecodeError::BadTemplate { offset, template_id: id, why };
-    let trunc = |id| move |_: nom::Err<nom::error::Error<&[u8]>>| bad(id, TemplateProblem::Truncated);
+    let bad = |id, why| DecodeError::BadTemplate {
+        offset,
+        template_id: id,
+        why,
+    };
+    let trunc =
+        |id| move |_: nom::Err<nom::error::Error<&[u8]>>| bad(id, TemplateProblem::Truncated);
     let (i, (id, count)) = (be_u16, be_u16).parse(i).map_err(trunc(0))?;
     if id < 256 && !(count == 0 && (id == 2 || id == 3)) {
         return Err(bad(id, TemplateProblem::ReservedId));
@@ -538,7 +641,11 @@ pub(crate) fn ipfix_template<'a>(
         };
         return Ok((i, rec));
     }
-    let (i, scope) = if options { be_u16(i).map_err(trunc(id))? } else { (i, 0) };
+    let (i, scope) = if options {
+        be_u16(i).map_err(trunc(id))?
+    } else {
+        (i, 0)
+    };
     if options && (scope == 0 || scope > count) {
         return Err(bad(id, TemplateProblem::BadScope));
     }
@@ -552,6 +659,22 @@ pub(crate) fn ipfix_template<'a>(
         rest = r;
     }
     let raw = &start[..start.len() - rest.len()];
-    let kind = if options { TemplateKind::Options { scope_fields: scope } } else { TemplateKind::Data };
-    Ok((rest, TemplateRecord { offset, id, kind, field_count: count, raw, encoding: FieldEncoding::Ipfix }))
+    let kind = if options {
+        TemplateKind::Options {
+            scope_fields: scope,
+        }
+    } else {
+        TemplateKind::Data
+    };
+    Ok((
+        rest,
+        TemplateRecord {
+            offset,
+            id,
+            kind,
+            field_count: count,
+            raw,
+            encoding: FieldEncoding::Ipfix,
+        },
+    ))
 }

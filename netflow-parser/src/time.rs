@@ -28,7 +28,8 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 pub fn ntp_to_unix_ms(ntp: u64) -> u64 {
     let secs = ntp >> 32;
     let frac_ms = ((ntp & 0xffff_ffff) * 1000) >> 32;
-    secs.checked_sub(NTP_UNIX_OFFSET).map_or(0, |s| s * 1000 + frac_ms)
+    secs.checked_sub(NTP_UNIX_OFFSET)
+        .map_or(0, |s| s * 1000 + frac_ms)
 }
 
 #[cfg(test)]
@@ -45,7 +46,10 @@ mod tests {
     fn test_uptime_wrap() {
         // Flow started 1 s before sysUptime wrapped; exported 2 s after the wrap.
         let start = u32::MAX - 999;
-        assert_eq!(uptime_to_unix_ms(10_000_000, 2_000, start), 10_000_000 - 3_000);
+        assert_eq!(
+            uptime_to_unix_ms(10_000_000, 2_000, start),
+            10_000_000 - 3_000
+        );
         // A last-switched a little after the export uptime (skew) stays close, not 49.7 days off.
         assert_eq!(uptime_to_unix_ms(10_000_000, 2_000, 2_500), 10_000_500);
         assert_eq!(uptime_to_unix_ms(10_000_000, u32::MAX - 10, 5), 10_000_016);
@@ -54,7 +58,10 @@ mod tests {
     #[test]
     fn ntp() {
         assert_eq!(ntp_to_unix_ms(NTP_UNIX_OFFSET << 32), 0);
-        assert_eq!(ntp_to_unix_ms(((NTP_UNIX_OFFSET + 2) << 32) | 0x8000_0000), 2_500);
+        assert_eq!(
+            ntp_to_unix_ms(((NTP_UNIX_OFFSET + 2) << 32) | 0x8000_0000),
+            2_500
+        );
         assert_eq!(ntp_to_unix_ms(5), 0);
     }
 }

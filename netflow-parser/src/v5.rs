@@ -77,7 +77,10 @@ const LAYOUT: [(FieldId, u16); 20] = [
 ];
 
 static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
-    let fields: Vec<FieldSpec> = LAYOUT.iter().map(|&(id, len)| FieldSpec::new(id, len)).collect();
+    let fields: Vec<FieldSpec> = LAYOUT
+        .iter()
+        .map(|&(id, len)| FieldSpec::new(id, len))
+        .collect();
     match Template::compile(0, TemplateKind::Data, &fields) {
         Ok(t) => t,
         Err(_) => unreachable!("the v5 layout is a valid template"),
@@ -103,7 +106,10 @@ impl<'a> V5Packet<'a> {
     /// Validates a v5 datagram.
     pub fn parse(datagram: &'a [u8]) -> Result<V5Packet<'a>, DecodeError> {
         let Some((hdr, body)) = datagram.split_first_chunk::<{ field::HEADER_LEN }>() else {
-            return Err(DecodeError::Truncated { offset: 0, needed: field::HEADER_LEN - datagram.len() });
+            return Err(DecodeError::Truncated {
+                offset: 0,
+                needed: field::HEADER_LEN - datagram.len(),
+            });
         };
         let version = u16_at(hdr, field::VERSION);
         if version != 5 {
@@ -287,12 +293,21 @@ mod tests {
     fn test_deconstruct() {
         let p = V5Packet::parse(&PACKET).unwrap();
         let h = p.header();
-        assert_eq!((h.version, h.count, h.sequence, h.source_id), (5, 1, 42, 0x0102));
+        assert_eq!(
+            (h.version, h.count, h.sequence, h.source_id),
+            (5, 1, 42, 0x0102)
+        );
         assert_eq!((h.sampling_interval(), h.sampling_mode()), (10, 1));
         let r = p.records().next().unwrap();
         assert_eq!(r.src_addr(), Ipv4Addr::new(10, 0, 0, 1));
-        assert_eq!((r.input(), r.output(), r.packets(), r.octets()), (3, 4, 5, 1500));
-        assert_eq!((r.src_port(), r.dst_port(), r.tcp_flags(), r.protocol()), (443, 51000, 27, 6));
+        assert_eq!(
+            (r.input(), r.output(), r.packets(), r.octets()),
+            (3, 4, 5, 1500)
+        );
+        assert_eq!(
+            (r.src_port(), r.dst_port(), r.tcp_flags(), r.protocol()),
+            (443, 51000, 27, 6)
+        );
         // The same record through the generic view.
         let rec = Records::new(p.records_bytes(), template()).next().unwrap();
         assert_eq!(rec.bytes(), Some(1500));
@@ -302,11 +317,23 @@ mod tests {
 
     #[test]
     fn test_impossible_len() {
-        assert_eq!(V5Packet::parse(&PACKET[..10]).unwrap_err(), DecodeError::Truncated { offset: 0, needed: 14 });
-        assert!(matches!(V5Packet::parse(&PACKET[..70]), Err(DecodeError::BadLength { .. })));
+        assert_eq!(
+            V5Packet::parse(&PACKET[..10]).unwrap_err(),
+            DecodeError::Truncated {
+                offset: 0,
+                needed: 14
+            }
+        );
+        assert!(matches!(
+            V5Packet::parse(&PACKET[..70]),
+            Err(DecodeError::BadLength { .. })
+        ));
         let mut p = PACKET;
         p[3] = 31;
-        assert_eq!(V5Packet::parse(&p).unwrap_err(), DecodeError::TooManyRecords(31));
+        assert_eq!(
+            V5Packet::parse(&p).unwrap_err(),
+            DecodeError::TooManyRecords(31)
+        );
         p[3] = 0;
         assert_eq!(V5Packet::parse(&p).unwrap().records().len(), 0);
         p[1] = 9;

@@ -34,7 +34,10 @@ impl<'a> V9Packet<'a> {
     /// Validates the v9 header of a datagram.
     pub fn parse(datagram: &'a [u8]) -> Result<V9Packet<'a>, DecodeError> {
         let Some((hdr, body)) = datagram.split_first_chunk::<{ field::HEADER_LEN }>() else {
-            return Err(DecodeError::Truncated { offset: 0, needed: field::HEADER_LEN - datagram.len() });
+            return Err(DecodeError::Truncated {
+                offset: 0,
+                needed: field::HEADER_LEN - datagram.len(),
+            });
         };
         let version = u16_at(hdr, field::VERSION);
         if version != 9 {
@@ -110,14 +113,23 @@ impl<'a> Iterator for Sets<'a> {
             Ok((rest, s)) => {
                 self.pos += self.rest.len() - rest.len();
                 self.rest = rest;
-                Some(Ok(Set { offset, id: s.id, body: s.body }))
+                Some(Ok(Set {
+                    offset,
+                    id: s.id,
+                    body: s.body,
+                }))
             }
             Err(_) => {
                 let id = u16::from_be_bytes([self.rest[0], self.rest[1]]);
                 let length = u16::from_be_bytes([self.rest[2], self.rest[3]]);
                 let remaining = self.rest.len();
                 self.rest = &[];
-                Some(Err(DecodeError::BadSetLength { offset, set_id: id, length, remaining }))
+                Some(Err(DecodeError::BadSetLength {
+                    offset,
+                    set_id: id,
+                    length,
+                    remaining,
+                }))
             }
         }
     }
@@ -144,10 +156,21 @@ mod tests {
         let p = V9Packet::parse(&PACKET).unwrap();
         assert_eq!((p.header().sequence, p.header().source_id), (7, 3));
         let sets: Vec<_> = p.sets().collect();
-        assert_eq!(sets, vec![
-            Ok(Set { offset: 20, id: 256, body: &[1, 2, 3, 4] }),
-            Ok(Set { offset: 28, id: 257, body: &[9, 9] }),
-        ]);
+        assert_eq!(
+            sets,
+            vec![
+                Ok(Set {
+                    offset: 20,
+                    id: 256,
+                    body: &[1, 2, 3, 4]
+                }),
+                Ok(Set {
+                    offset: 28,
+                    id: 257,
+                    body: &[9, 9]
+                }),
+            ]
+        );
     }
 
     #[test]
@@ -157,7 +180,14 @@ mod tests {
             p[23] = len;
             let v = V9Packet::parse(&p).unwrap();
             let mut sets = v.sets();
-            assert!(matches!(sets.next(), Some(Err(DecodeError::BadSetLength { offset: 20, set_id: 256, .. }))));
+            assert!(matches!(
+                sets.next(),
+                Some(Err(DecodeError::BadSetLength {
+                    offset: 20,
+                    set_id: 256,
+                    ..
+                }))
+            ));
             assert_eq!(sets.next(), None, "stuck after an error");
         }
     }

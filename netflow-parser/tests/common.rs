@@ -1,0 +1,75 @@
+//! Shared by the integration tests: locating `shared/captures` and reading the oracle files.
+#![allow(dead_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+/// `../shared/captures` beside the repository (override with `NETFLOW_CAPTURES`). Missing
+/// captures fail the test: they are part of what CI checks.
+pub fn captures_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("NETFLOW_CAPTURES") {
+        return PathBuf::from(d);
+    }
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
+    assert!(
+        d.is_dir(),
+        "captures not found at {} (set NETFLOW_CAPTURES)",
+        d.display()
+    );
+    d
+}
+
+/// One datagram of an oracle file: exporter address and UDP payload.
+pub struct Datagram {
+    pub exporter: IpAddr,
+    pub payload: Vec<u8>,
+}
+
+pub fn oracle(name: &str) -> Vec<Datagram> {
+    let text =
+        std::fs::read_to_string(captures_dir().join(format!("{name}.oracle.jsonl"))).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let exp = v["exporter"].as_str().unwrap();
+            let ip = if let Some(rest) = exp.strip_prefix('[') {
+                &rest[..rest.find(']').unwrap()]
+            } else {
+                &exp[..exp.rfind(':').unwrap()]
+            };
+            let hex = v["payload_hex"].as_str().unwrap();
+            let payload = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            Datagram {
+                exporter: ip.parse().unwrap(),
+                payload,
+            }
+        })
+        .collect()
+}
+
+pub fn expected(name: &str) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(captures_dir().join(format!("{name}.expected.jsonl"))).unwrap();
+    let mut v: Vec<String> = text
+        .lines()
+        .map(|l| canonical(&serde_json::from_str(l).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A JSON object as a string with sorted keys, for multiset comparison.
+pub fn canonical(v: &Value) -> String {
+    let obj = v.as_object().unwrap();
+    let mut keys: Vec<&String> = obj.keys().collect();
+    keys.sort();
+    keys.iter()
+        .map(|k| format!("{k}={}", obj[*k]))
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,1 +1,238 @@
-//! Flow storage (see issue 3): PostgreSQL bulk writer and the embedded SQLite store.
+//! Flow storage for the NetFlow collector: every normalized flow ([`netflow_wire::Flow`]) kept
+//! for later investigation, the window queries of the aggregation bot, and retention.
+//!
+//! # Guarantees
+//!
+//! * **One interface, two backends.** [`Store`] is implemented by [`PgStore`] (PostgreSQL,
+//!   production: binary `COPY`, hourly native partitions) and [`SqliteStore`] (an SQLite file,
+//!   the zero-setup default). Both pass one conformance test suite, so they store, return and
+//!   forget exactly the same flows.
+//! * **A batch is all or nothing.** [`Store::write_flows`] is one transaction. After an error
+//!   for which [`StoreError::is_retryable`] is true (connection lost, server restarting, busy
+//!   file) nothing of the batch was stored: retry the same batch and it lands exactly once. The
+//!   store reconnects by itself on the next call.
+//! * **Streaming reads.** [`Store::for_each_flow`] hands the flows of a window to a callback row
+//!   by row (a row stream on PostgreSQL, a stepping statement on SQLite): memory does not grow
+//!   with the window.
+//! * **Migrations.** Opening a store applies the numbered migrations it lacks, each in its own
+//!   transaction, recorded in `<prefix>schema_migrations`; concurrent openers serialize (a
+//!   PostgreSQL advisory lock, SQLite's write lock), so a schema is migrated exactly once.
+//!
+//! # What is stored
+//!
+//! All [`Flow`] fields except `sampling_interval`, `start_ms` and `end_ms`, which read back as
+//! [`Flow::default`]'s values (1, 0, 0): store renormalized flows ([`Flow::renormalized`]).
+//! Counters (`bytes`, `packets`) are SQL `bigint`, which is signed: **values above `i64::MAX`
+//! are saturated to `i64::MAX`** (9.2 EB in one flow is not a real measurement; saturating
+//! keeps the row and SQL sums meaningful, where reinterpreting the bits would store negative
+//! counters). Timestamps must lie within years 1 to 9999 UTC, else the batch is refused with
+//! [`StoreError::TimestampOutOfRange`]. Times are `i64` microseconds since the Unix epoch (UTC)
+//! everywhere in this API.
+//!
+//! # Choosing a backend
+//!
+//! [`open`] picks one from a [`StoreConfig`]: `postgres://…` URLs (or the original bot's
+//! `DB_HOST`/`DB_DATABASE`/`DB_USERNAME`/`DB_PASSWORD`, see [`StoreConfig::from_db_env`]) give
+//! PostgreSQL, anything else an SQLite file. SQLite suits one writer and tens of thousands of
+//! flows per second; PostgreSQL takes hundreds of thousands per second (see `benches/README.md`)
+//! and several writers.
+//!
+//! # Example
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::ops::ControlFlow;
+//! use netflow_store::{open, StoreConfig};
+//! use netflow_wire::Flow;
+//!
+//! # let path = std::env::temp_dir().join(format!("netflow-store-doc-{}.db", std::process::id()));
+//! # let url = format!("sqlite:{}", path.display());
+//! let mut store = open(&StoreConfig::from_url(&url)?)?;
+//! let router: IpAddr = "192.0.2.1".parse().unwrap();
+//! let flow = Flow {
+//!     ts_micros: 1_700_000_000_000_000,
+//!     exporter: router,
+//!     src_addr: "10.0.0.1".parse().unwrap(),
+//!     dst_addr: "10.0.0.2".parse().unwrap(),
+//!     protocol: 6,
+//!     dst_port: 443,
+//!     bytes: 1500,
+//!     packets: 1,
+//!     ..Flow::default()
+//! };
+//! store.write_flows(&[flow.renormalized()])?;
+//!
+//! let upto = store.max_ts()?.unwrap_or(0);
+//! let mut bytes = 0;
+//! let seen = store.for_each_flow(&[router], upto - 60_000_000, upto, &mut |f: &Flow| {
+//!     bytes += f.bytes;
+//!     ControlFlow::Continue(())
+//! })?;
+//! assert_eq!((seen, bytes), (1, 1500));
+//! # drop(store);
+//! # for ext in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{ext}", path.display())); }
+//! # Ok::<(), netflow_store::StoreError>(())
+//! ```
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod config;
+mod error;
+mod partition;
+mod postgres;
+mod schema;
+mod sqlite;
+
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+
+pub use netflow_wire::Flow;
+
+pub use crate::config::{
+    Backend, DEFAULT_PARTITIONS_AHEAD, DEFAULT_RETENTION_DAYS, DEFAULT_TABLE_PREFIX, StoreConfig,
+};
+pub use crate::error::StoreError;
+pub use crate::postgres::PgStore;
+pub use crate::schema::SCHEMA_VERSION;
+pub use crate::sqlite::SqliteStore;
+
+/// An exporter's row in `<prefix>exporters`, and the delta that
+/// [`Store::upsert_exporters`] adds to it.
+///
+/// As a delta: `first_seen_micros`/`last_seen_micros` widen the stored span, the counters are
+/// added (saturating at `i64::MAX`, see the crate docs). As a row: the totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Exporter {
+    /// The exporter's address (the UDP source of its datagrams).
+    pub addr: IpAddr,
+    /// First datagram seen, microseconds since the Unix epoch.
+    pub first_seen_micros: i64,
+    /// Last datagram seen, microseconds since the Unix epoch.
+    pub last_seen_micros: i64,
+    /// Export datagrams received.
+    pub packets: u64,
+    /// Flow records received.
+    pub flows: u64,
+    /// Export datagrams lost (sequence-number gaps, NetFlow v9 / IPFIX).
+    pub lost_packets: u64,
+    /// Flow records lost (sequence-number gaps, NetFlow v5).
+    pub lost_flows: u64,
+}
+
+/// What [`Store::expire`] / [`Store::expire_before`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Expired {
+    /// Effective cutoff (start of an hour): every flow with `ts` before it is gone, every flow
+    /// at or after it is kept.
+    pub cutoff_micros: i64,
+    /// Hourly partitions dropped (PostgreSQL; 0 on SQLite).
+    pub partitions_dropped: u64,
+    /// Rows deleted (SQLite; `None` on PostgreSQL, which drops whole partitions uncounted).
+    pub rows_deleted: Option<u64>,
+}
+
+/// The storage interface shared by both backends. Object safe: [`open`] returns a
+/// `Box<dyn Store>`.
+///
+/// Times are microseconds since the Unix epoch, UTC. Every method may fail with a retryable
+/// [`StoreError`] when the database is unreachable; the store reconnects on the next call.
+pub trait Store: Send + std::fmt::Debug {
+    /// Stores a batch of flows in one transaction: all of them or, on error, none.
+    ///
+    /// Call with [`Flow::renormalized`] flows. On PostgreSQL, hourly partitions missing for
+    /// the batch are created first. Large batches are much cheaper per flow than small ones
+    /// (10k–100k flows per call; see `benches/README.md`).
+    fn write_flows(&mut self, flows: &[Flow]) -> Result<(), StoreError>;
+
+    /// The largest `ts` ever written, `None` before the first flow. Cheap (one row read), and
+    /// not lowered by retention.
+    fn max_ts(&mut self) -> Result<Option<i64>, StoreError>;
+
+    /// Streams every flow of `exporters` with `after_micros < ts <= upto_micros` to `f`, in
+    /// no particular order, and returns how many were passed. `f` may stop the stream early by
+    /// returning [`ControlFlow::Break`]. An empty `exporters` matches nothing.
+    fn for_each_flow(
+        &mut self,
+        exporters: &[IpAddr],
+        after_micros: i64,
+        upto_micros: i64,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<u64, StoreError>;
+
+    /// Adds deltas to the exporters table in one transaction: new addresses are inserted,
+    /// known ones get their seen span widened and counters added.
+    fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError>;
+
+    /// Every known exporter, ordered by address.
+    fn exporters(&mut self) -> Result<Vec<Exporter>, StoreError>;
+
+    /// The window end last recorded for a bot job, `None` for a new job.
+    fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Records a bot job's window end (replacing the previous one).
+    fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError>;
+
+    /// Creates the hourly partitions from the hour before `now_micros` to
+    /// [`StoreConfig::partitions_ahead`] hours after it, so that writes in that span never
+    /// wait on DDL. A no-op on SQLite.
+    fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError>;
+
+    /// Forgets every flow with `ts` before the start of the hour `cutoff_micros` falls in.
+    /// PostgreSQL drops whole partitions; SQLite deletes rows.
+    fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError>;
+
+    /// Retention: [`Store::expire_before`] the hour [`StoreConfig::retention_days`] days
+    /// before `now_micros`.
+    fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError>;
+
+    /// The schema version in the database (after opening: [`SCHEMA_VERSION`]).
+    fn schema_version(&mut self) -> Result<u32, StoreError>;
+}
+
+/// Opens the store `config` describes, connecting and migrating the schema to
+/// [`SCHEMA_VERSION`].
+pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match &config.backend {
+        Backend::Postgres(_) => Box::new(PgStore::open(config)?),
+        Backend::Sqlite(_) => Box::new(SqliteStore::open(config)?),
+    })
+}
+
+/// Clamps a counter to the signed 64-bit range the databases store (see the crate docs).
+pub(crate) fn counter_to_db(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored counter or interface index back to its unsigned type.
+pub(crate) fn from_db<T: TryFrom<i64>>(column: &'static str, value: i64) -> Result<T, StoreError> {
+    T::try_from(value).map_err(|_| StoreError::BadValue { column, value })
+}
+
+/// Widest batch boundaries of the timestamps in `flows`, validating each.
+pub(crate) fn ts_span(flows: &[Flow]) -> Result<Option<(i64, i64)>, StoreError> {
+    let mut span: Option<(i64, i64)> = None;
+    for f in flows {
+        partition::check_ts(f.ts_micros)?;
+        span = Some(match span {
+            None => (f.ts_micros, f.ts_micros),
+            Some((lo, hi)) => (lo.min(f.ts_micros), hi.max(f.ts_micros)),
+        });
+    }
+    Ok(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_counter_saturates() {
+        assert_eq!(counter_to_db(0), 0);
+        assert_eq!(counter_to_db(i64::MAX as u64), i64::MAX);
+        assert_eq!(counter_to_db(u64::MAX), i64::MAX);
+        assert!(matches!(from_db::<u32>("input_if", -1), Err(StoreError::BadValue { column: "input_if", value: -1 })));
+        assert_eq!(from_db::<u32>("input_if", 4_294_967_295).ok(), Some(u32::MAX));
+    }
+}

@@ -1,0 +1,243 @@
+//! Store settings: which backend, where, table prefix, retention.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::StoreError;
+
+/// Default table-name prefix, as the original bot used.
+pub const DEFAULT_TABLE_PREFIX: &str = "netflow_";
+/// Default retention in days, as the original bot used.
+pub const DEFAULT_RETENTION_DAYS: u32 = 5;
+/// Default number of hourly partitions created ahead of the current hour.
+pub const DEFAULT_PARTITIONS_AHEAD: u32 = 3;
+
+/// Where the flows go.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A PostgreSQL server (production). `postgres::Config`'s `Debug` hides the password.
+    Postgres(postgres::Config),
+    /// An SQLite database file (the zero-setup default); created if missing.
+    Sqlite(PathBuf),
+}
+
+/// Everything [`crate::open`] needs.
+///
+/// Build one with [`StoreConfig::from_url`], [`StoreConfig::from_db_vars`] or
+/// [`StoreConfig::new`], then adjust the public fields.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Backend and its location.
+    pub backend: Backend,
+    /// Prefix of every table name (default [`DEFAULT_TABLE_PREFIX`]): `[a-z_][a-z0-9_]*`, at
+    /// most 30 characters, so that partition names stay within PostgreSQL's 63-byte limit.
+    pub table_prefix: String,
+    /// Flows older than this many days are forgotten by [`crate::Store::expire`]
+    /// (default [`DEFAULT_RETENTION_DAYS`]).
+    pub retention_days: u32,
+    /// Hourly partitions that [`crate::Store::ensure_partitions`] creates after the current hour
+    /// (default [`DEFAULT_PARTITIONS_AHEAD`]). PostgreSQL only.
+    pub partitions_ahead: u32,
+}
+
+impl StoreConfig {
+    /// A configuration with default prefix, retention and partitions ahead.
+    #[must_use]
+    pub fn new(backend: Backend) -> StoreConfig {
+        StoreConfig {
+            backend,
+            table_prefix: DEFAULT_TABLE_PREFIX.to_owned(),
+            retention_days: DEFAULT_RETENTION_DAYS,
+            partitions_ahead: DEFAULT_PARTITIONS_AHEAD,
+        }
+    }
+
+    /// Parses a store URL:
+    ///
+    /// * `postgres://user:password@host:port/database?options` (or `postgresql://`, or a
+    ///   libpq `key=value` string) selects PostgreSQL;
+    /// * `sqlite:PATH`, `sqlite://PATH` or a plain file path selects SQLite.
+    ///
+    /// ```
+    /// use netflow_store::{Backend, StoreConfig};
+    /// let c = StoreConfig::from_url("sqlite:/var/lib/netflow/flows.db")?;
+    /// assert!(matches!(c.backend, Backend::Sqlite(_)));
+    /// let c = StoreConfig::from_url("postgres://bot@db.example:5432/grafolean")?;
+    /// assert!(matches!(c.backend, Backend::Postgres(_)));
+    /// # Ok::<(), netflow_store::StoreError>(())
+    /// ```
+    pub fn from_url(url: &str) -> Result<StoreConfig, StoreError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(StoreError::Config { setting: "store URL", why: "empty" });
+        }
+        let backend = if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.contains('=')
+        {
+            let config: postgres::Config = url.parse().map_err(|_| StoreError::Config {
+                setting: "store URL",
+                why: "not a valid PostgreSQL connection URL",
+            })?;
+            Backend::Postgres(with_timeout(config))
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Config { setting: "store URL", why: "sqlite: without a path" });
+            }
+            Backend::Sqlite(PathBuf::from(path))
+        } else if url.contains("://") {
+            return Err(StoreError::Config {
+                setting: "store URL",
+                why: "unknown scheme (expected postgres://, postgresql:// or sqlite:)",
+            });
+        } else {
+            Backend::Sqlite(PathBuf::from(url))
+        };
+        Ok(StoreConfig::new(backend))
+    }
+
+    /// PostgreSQL settings from the original bot's variables `DB_HOST` (a host name or address,
+    /// optionally `host:port` or `[v6]:port`), `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD`
+    /// (may be empty).
+    pub fn from_db_vars(
+        host: &str,
+        database: &str,
+        username: &str,
+        password: Option<&str>,
+    ) -> Result<StoreConfig, StoreError> {
+        let (host, port) = split_host_port(host.trim())?;
+        if database.is_empty() {
+            return Err(StoreError::Config { setting: "DB_DATABASE", why: "empty" });
+        }
+        if username.is_empty() {
+            return Err(StoreError::Config { setting: "DB_USERNAME", why: "empty" });
+        }
+        let mut c = postgres::Config::new();
+        c.host(host).dbname(database).user(username);
+        if let Some(port) = port {
+            c.port(port);
+        }
+        if let Some(p) = password.filter(|p| !p.is_empty()) {
+            c.password(p);
+        }
+        Ok(StoreConfig::new(Backend::Postgres(with_timeout(c))))
+    }
+
+    /// Reads `DB_HOST`, `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD` through `lookup`
+    /// (for instance `|k| std::env::var(k).ok()`). `Ok(None)` when `DB_HOST` is unset or
+    /// empty, so the caller can fall back to the SQLite default.
+    pub fn from_db_env(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<StoreConfig>, StoreError> {
+        let Some(host) = lookup("DB_HOST").filter(|h| !h.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let database = lookup("DB_DATABASE")
+            .ok_or(StoreError::Config { setting: "DB_DATABASE", why: "not set (DB_HOST is)" })?;
+        let username = lookup("DB_USERNAME")
+            .ok_or(StoreError::Config { setting: "DB_USERNAME", why: "not set (DB_HOST is)" })?;
+        let password = lookup("DB_PASSWORD");
+        StoreConfig::from_db_vars(&host, &database, &username, password.as_deref()).map(Some)
+    }
+
+    /// Checks the prefix; called by [`crate::open`].
+    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+        let p = self.table_prefix.as_bytes();
+        let ok = !p.is_empty()
+            && p.len() <= 30
+            && (p[0].is_ascii_lowercase() || p[0] == b'_')
+            && p.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(StoreError::Config {
+                setting: "table prefix",
+                why: "must match [a-z_][a-z0-9_]* and be at most 30 characters",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A connect timeout unless one was given: a server that is down must give a retryable error,
+/// not a hang.
+fn with_timeout(mut c: postgres::Config) -> postgres::Config {
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(Duration::from_secs(10));
+    }
+    c
+}
+
+fn split_host_port(s: &str) -> Result<(&str, Option<u16>), StoreError> {
+    const BAD: StoreError = StoreError::Config { setting: "DB_HOST", why: "expected host, host:port or [v6]:port" };
+    if s.is_empty() {
+        return Err(StoreError::Config { setting: "DB_HOST", why: "empty" });
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']').ok_or(BAD)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().map_err(|_| BAD)?),
+            None if after.is_empty() => None,
+            None => return Err(BAD),
+        };
+        return Ok((addr, port));
+    }
+    match s.split_once(':') {
+        // exactly one colon: host:port; more: a bare IPv6 address
+        Some((h, p)) if !p.contains(':') => Ok((h, Some(p.parse().map_err(|_| BAD)?))),
+        _ => Ok((s, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_urls() {
+        assert!(matches!(StoreConfig::from_url("flows.db").map(|c| c.backend), Ok(Backend::Sqlite(p)) if p == PathBuf::from("flows.db")));
+        assert!(matches!(StoreConfig::from_url("sqlite://x/y.db").map(|c| c.backend), Ok(Backend::Sqlite(p)) if p == PathBuf::from("x/y.db")));
+        assert!(matches!(StoreConfig::from_url("sqlite:").map(|c| c.backend), Err(StoreError::Config { .. })));
+        assert!(matches!(StoreConfig::from_url("mysql://x").map(|c| c.backend), Err(StoreError::Config { .. })));
+        let Ok(StoreConfig { backend: Backend::Postgres(c), .. }) =
+            StoreConfig::from_url("postgresql://u:secret@h:5433/db")
+        else {
+            panic!("not postgres")
+        };
+        assert_eq!(c.get_ports(), &[5433]);
+        assert_eq!(c.get_dbname(), Some("db"));
+        assert!(c.get_connect_timeout().is_some());
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn test_db_vars() {
+        let env = |k: &str| match k {
+            "DB_HOST" => Some("[::1]:6543".to_owned()),
+            "DB_DATABASE" => Some("grafolean".to_owned()),
+            "DB_USERNAME" => Some("admin".to_owned()),
+            _ => None,
+        };
+        let Ok(Some(StoreConfig { backend: Backend::Postgres(c), .. })) = StoreConfig::from_db_env(env) else {
+            panic!("expected postgres")
+        };
+        assert_eq!(c.get_ports(), &[6543]);
+        assert_eq!(c.get_user(), Some("admin"));
+        assert!(matches!(StoreConfig::from_db_env(|_| None), Ok(None)));
+        let no_db = |k: &str| (k == "DB_HOST").then(|| "db".to_owned());
+        assert!(matches!(StoreConfig::from_db_env(no_db), Err(StoreError::Config { setting: "DB_DATABASE", .. })));
+        assert!(matches!(split_host_port("db:5432"), Ok(("db", Some(5432)))));
+        assert!(matches!(split_host_port("fe80::1"), Ok(("fe80::1", None))));
+        assert!(split_host_port("db:x").is_err());
+    }
+
+    #[test]
+    fn test_prefix_validation() {
+        let mut c = StoreConfig::new(Backend::Sqlite("x".into()));
+        assert!(c.validate().is_ok());
+        for bad in ["", "Netflow_", "a-b", "1abc", "a;drop", &"a".repeat(31)] {
+            c.table_prefix = bad.to_owned();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+    }
+}

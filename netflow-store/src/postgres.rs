@@ -1,0 +1,571 @@
+//! The PostgreSQL backend: binary COPY into an hourly-partitioned flow table.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Row};
+
+use crate::partition::{self, HOUR_MICROS, MAX_TS_MICROS, MIN_TS_MICROS};
+use crate::schema::{self, FLOW_COLUMNS, MIGRATIONS, SCHEMA_VERSION};
+use crate::{Backend, Exporter, Expired, Flow, Store, StoreConfig, StoreError};
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::pg(e)
+    }
+}
+
+
+/// One flow as the SQL types of the flow table.
+#[derive(Debug)]
+pub(crate) struct PgRow {
+    ts: SystemTime,
+    exporter: IpAddr,
+    input_if: i64,
+    output_if: i64,
+    direction: i16,
+    protocol: i16,
+    src_addr: IpAddr,
+    dst_addr: IpAddr,
+    src_port: i32,
+    dst_port: i32,
+    bytes: i64,
+    packets: i64,
+    tcp_flags: i16,
+}
+
+impl PgRow {
+    fn new(f: &Flow) -> Result<PgRow, StoreError> {
+        Ok(PgRow {
+            ts: micros_to_time(f.ts_micros)?,
+            exporter: f.exporter,
+            input_if: i64::from(f.input_if),
+            output_if: i64::from(f.output_if),
+            direction: i16::from(f.direction),
+            protocol: i16::from(f.protocol),
+            src_addr: f.src_addr,
+            dst_addr: f.dst_addr,
+            src_port: i32::from(f.src_port),
+            dst_port: i32::from(f.dst_port),
+            bytes: crate::counter_to_db(f.bytes),
+            packets: crate::counter_to_db(f.packets),
+            tcp_flags: i16::from(f.tcp_flags),
+        })
+    }
+
+    /// The values in [`FLOW_COLUMNS`] order.
+    fn values(&self) -> [&(dyn ToSql + Sync); FLOW_COLUMNS.len()] {
+        [
+            &self.ts,
+            &self.exporter,
+            &self.input_if,
+            &self.output_if,
+            &self.direction,
+            &self.protocol,
+            &self.src_addr,
+            &self.dst_addr,
+            &self.src_port,
+            &self.dst_port,
+            &self.bytes,
+            &self.packets,
+            &self.tcp_flags,
+        ]
+    }
+}
+
+/// A flow-table row (columns in [`FLOW_COLUMNS`] order) back to a [`Flow`].
+fn flow_from_row(row: &Row) -> Result<Flow, StoreError> {
+    Ok(Flow {
+        ts_micros: time_to_micros(row.try_get(0)?)?,
+        exporter: row.try_get(1)?,
+        input_if: crate::from_db("input_if", row.try_get(2)?)?,
+        output_if: crate::from_db("output_if", row.try_get(3)?)?,
+        direction: crate::from_db("direction", row.try_get::<_, i16>(4)?.into())?,
+        protocol: crate::from_db("protocol", row.try_get::<_, i16>(5)?.into())?,
+        src_addr: row.try_get(6)?,
+        dst_addr: row.try_get(7)?,
+        src_port: crate::from_db("src_port", row.try_get::<_, i32>(8)?.into())?,
+        dst_port: crate::from_db("dst_port", row.try_get::<_, i32>(9)?.into())?,
+        bytes: crate::from_db("bytes", row.try_get(10)?)?,
+        packets: crate::from_db("packets", row.try_get(11)?)?,
+        tcp_flags: crate::from_db("tcp_flags", row.try_get::<_, i16>(12)?.into())?,
+        ..Flow::default()
+    })
+}
+
+fn micros_to_time(us: i64) -> Result<SystemTime, StoreError> {
+    let d = Duration::from_micros(us.unsigned_abs());
+    let t = if us >= 0 { UNIX_EPOCH.checked_add(d) } else { UNIX_EPOCH.checked_sub(d) };
+    t.ok_or(StoreError::TimestampOutOfRange { ts_micros: us })
+}
+
+fn time_to_micros(t: SystemTime) -> Result<i64, StoreError> {
+    let us = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).ok(),
+        Err(e) => i64::try_from(e.duration().as_micros()).ok().map(|v| -v),
+    };
+    us.ok_or(StoreError::BadValue { column: "ts", value: i64::MAX })
+}
+
+/// SQL text prepared once per store (the prefix is fixed).
+#[derive(Debug)]
+struct Sql {
+    prefix: String,
+    /// The COPY types, in [`FLOW_COLUMNS`] order.
+    types: [Type; FLOW_COLUMNS.len()],
+    copy: String,
+    bump_max_ts: String,
+    window: String,
+    max_ts: String,
+    upsert_exporter: String,
+    exporters: String,
+    job_get: String,
+    job_set: String,
+    partitions: String,
+    migrations_table: String,
+}
+
+impl Sql {
+    fn new(prefix: &str) -> Sql {
+        let p = prefix;
+        let cols = schema::flow_column_list();
+        let sat = |c: &str| {
+            format!(
+                "{c} = CASE WHEN {p}exporters.{c} > 9223372036854775807 - EXCLUDED.{c} \
+                 THEN 9223372036854775807 ELSE {p}exporters.{c} + EXCLUDED.{c} END"
+            )
+        };
+        Sql {
+            prefix: p.to_owned(),
+            types: FLOW_COLUMNS.map(|c| c.pg_type),
+            copy: format!("COPY {p}flows ({cols}) FROM STDIN (FORMAT binary)"),
+            bump_max_ts: format!("UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"),
+            window: format!(
+                "SELECT {cols} FROM {p}flows WHERE exporter = ANY($1) AND ts > $2 AND ts <= $3"
+            ),
+            max_ts: format!("SELECT max_ts FROM {p}flow_stats WHERE id = 1"),
+            upsert_exporter: format!(
+                "INSERT INTO {p}exporters (addr, first_seen, last_seen, packets, flows, lost_packets, lost_flows) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (addr) DO UPDATE SET \
+                 first_seen = LEAST({p}exporters.first_seen, EXCLUDED.first_seen), \
+                 last_seen = GREATEST({p}exporters.last_seen, EXCLUDED.last_seen), {}, {}, {}, {}",
+                sat("packets"),
+                sat("flows"),
+                sat("lost_packets"),
+                sat("lost_flows")
+            ),
+            exporters: format!(
+                "SELECT addr, first_seen, last_seen, packets, flows, lost_packets, lost_flows FROM {p}exporters"
+            ),
+            job_get: format!("SELECT last_window_end FROM {p}bot_jobs WHERE job_id = $1"),
+            job_set: format!(
+                "INSERT INTO {p}bot_jobs (job_id, last_window_end) VALUES ($1, $2) \
+                 ON CONFLICT (job_id) DO UPDATE SET last_window_end = EXCLUDED.last_window_end"
+            ),
+            partitions: format!(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = to_regclass('{p}flows')"
+            ),
+            migrations_table: format!(
+                "CREATE TABLE IF NOT EXISTS {p}schema_migrations (\
+                 version integer PRIMARY KEY, description text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT now())"
+            ),
+        }
+    }
+
+    fn partition_name(&self, hour: i64) -> String {
+        format!("{}flows_p{}", self.prefix, partition::hour_suffix(hour))
+    }
+}
+
+/// The connection, re-established on the first call after it was lost.
+struct Conn {
+    config: postgres::Config,
+    client: Option<Client>,
+}
+
+impl Conn {
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        let client = match self.client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => self.config.connect(NoTls)?,
+        };
+        Ok(self.client.insert(client))
+    }
+
+    /// Runs `f` on a live connection; forgets the connection when `f` reports it lost.
+    fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let r = f(self.client()?);
+        if matches!(r, Err(StoreError::ConnectionLost(_))) {
+            self.client = None;
+        }
+        r
+    }
+}
+
+/// The PostgreSQL store. Build it with [`PgStore::open`] (or [`crate::open`]).
+///
+/// Flows go to `<prefix>flows`, partitioned by range of `ts` into one partition per UTC hour
+/// named `<prefix>flows_pYYYYMMDDHH`, with a BRIN index on `ts`. Partitions are created ahead by
+/// [`Store::ensure_partitions`] and, for a batch that needs one that is missing, on demand
+/// before its COPY; retention drops whole partitions. Partition DDL is serialized across
+/// processes by an advisory lock.
+pub struct PgStore {
+    conn: Conn,
+    sql: Sql,
+    retention_days: u32,
+    partitions_ahead: u32,
+    /// Hours whose partition is known to exist.
+    partitions: BTreeSet<i64>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("config", &self.conn.config)
+            .field("connected", &self.conn.client.is_some())
+            .field("prefix", &self.sql.prefix)
+            .field("known_partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects and migrates the schema to [`SCHEMA_VERSION`].
+    pub fn open(config: &StoreConfig) -> Result<PgStore, StoreError> {
+        let mut store = PgStore::connect(config)?;
+        store.migrate_to(SCHEMA_VERSION)?;
+        store.refresh_partitions()?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema (for tools and upgrade tests; the [`Store`]
+    /// methods need [`PgStore::migrate_to`]`(`[`SCHEMA_VERSION`]`)` first).
+    pub fn connect(config: &StoreConfig) -> Result<PgStore, StoreError> {
+        config.validate()?;
+        let Backend::Postgres(pg) = &config.backend else {
+            return Err(StoreError::Config { setting: "backend", why: "not a PostgreSQL URL" });
+        };
+        let mut pg = pg.clone();
+        if pg.get_application_name().is_none() {
+            pg.application_name("netflow-store");
+        }
+        let mut conn = Conn { config: pg, client: None };
+        conn.client()?;
+        Ok(PgStore {
+            conn,
+            sql: Sql::new(&config.table_prefix),
+            retention_days: config.retention_days,
+            partitions_ahead: config.partitions_ahead,
+            partitions: BTreeSet::new(),
+        })
+    }
+
+    /// Applies the migrations after the database's version up to `version`, each in its own
+    /// transaction, holding a session advisory lock so that concurrent openers wait instead of
+    /// migrating twice. Returns the version reached. Never downgrades.
+    pub fn migrate_to(&mut self, version: u32) -> Result<u32, StoreError> {
+        let key = schema::lock_key("migrate", &self.sql.prefix);
+        let sql = &self.sql;
+        self.conn.run(|client| {
+            client.execute("SELECT pg_advisory_lock($1)", &[&key])?;
+            let r = migrate_locked(client, sql, version);
+            // on a lost connection the server has released the lock already
+            let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&key]);
+            let reached = r?;
+            unlock?;
+            Ok(reached)
+        })
+    }
+
+    /// Reloads the set of existing partitions from the catalog.
+    fn refresh_partitions(&mut self) -> Result<(), StoreError> {
+        let sql = &self.sql;
+        let found = self.conn.run(|client| {
+            let skip = format!("{}flows_p", sql.prefix);
+            let mut hours = BTreeSet::new();
+            for row in client.query(&sql.partitions, &[])? {
+                let name: String = row.try_get(0)?;
+                if let Some(h) = name.strip_prefix(&skip).and_then(partition::parse_hour_suffix) {
+                    hours.insert(h);
+                }
+            }
+            Ok(hours)
+        })?;
+        self.partitions = found;
+        Ok(())
+    }
+
+    /// Creates the partitions of `hours` that are not known to exist.
+    fn create_partitions(&mut self, hours: impl IntoIterator<Item = i64>) -> Result<(), StoreError> {
+        let missing: Vec<i64> = hours.into_iter().filter(|h| !self.partitions.contains(h)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let key = schema::lock_key("partitions", &self.sql.prefix);
+        let sql = &self.sql;
+        self.conn.run(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+            for &h in &missing {
+                tx.batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {} PARTITION OF {}flows FOR VALUES FROM ('{}') TO ('{}')",
+                    sql.partition_name(h),
+                    sql.prefix,
+                    partition::hour_literal(h),
+                    partition::hour_literal(h + 1),
+                ))?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        self.partitions.extend(missing);
+        Ok(())
+    }
+
+    fn copy_batch(&mut self, flows: &[Flow], max_ts: i64) -> Result<(), StoreError> {
+        let sql = &self.sql;
+        let max_ts = micros_to_time(max_ts)?;
+        self.conn.run(|client| {
+            let mut tx = client.transaction()?;
+            let mut writer = BinaryCopyInWriter::new(tx.copy_in(&sql.copy)?, &sql.types);
+            for f in flows {
+                writer.write(&PgRow::new(f)?.values())?;
+            }
+            writer.finish()?;
+            tx.execute(&sql.bump_max_ts, &[&max_ts])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+fn migrate_locked(client: &mut Client, sql: &Sql, target: u32) -> Result<u32, StoreError> {
+    let p = &sql.prefix;
+    client.batch_execute(&sql.migrations_table)?;
+    let current: i32 = client
+        .query_one(&format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"), &[])?
+        .try_get(0)?;
+    let current = crate::from_db::<u32>("version", current.into())?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { found: current, supported: SCHEMA_VERSION });
+    }
+    let mut reached = current;
+    for m in MIGRATIONS.iter().filter(|m| m.version > current && m.version <= target) {
+        let mut tx = client.transaction()?;
+        tx.batch_execute(&schema::sql(m.postgres, p))?;
+        let v = i32::try_from(m.version).unwrap_or(i32::MAX);
+        tx.execute(
+            &format!("INSERT INTO {p}schema_migrations (version, description) VALUES ($1, $2)"),
+            &[&v, &m.description],
+        )?;
+        tx.commit()?;
+        reached = m.version;
+    }
+    Ok(reached)
+}
+
+impl Store for PgStore {
+    fn write_flows(&mut self, flows: &[Flow]) -> Result<(), StoreError> {
+        let Some((lo, hi)) = crate::ts_span(flows)? else {
+            return Ok(());
+        };
+        let (first, last) = (partition::hour_of(lo), partition::hour_of(hi));
+        let hours: BTreeSet<i64> = if last - first <= 48 {
+            (first..=last).collect()
+        } else {
+            flows.iter().map(|f| partition::hour_of(f.ts_micros)).collect()
+        };
+        if hours.iter().any(|h| !self.partitions.contains(h)) {
+            // another process may have created them: refresh before DDL
+            self.refresh_partitions()?;
+            self.create_partitions(hours.iter().copied())?;
+        }
+        match self.copy_batch(flows, hi) {
+            // 23514: no partition for a row: retention elsewhere dropped a cached partition
+            Err(StoreError::Postgres(e)) if e.code().is_some_and(|c| c.code() == "23514") => {
+                self.refresh_partitions()?;
+                self.create_partitions(hours)?;
+                self.copy_batch(flows, hi)
+            }
+            r => r,
+        }
+    }
+
+    fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
+        let sql = &self.sql;
+        self.conn.run(|client| {
+            let row = client.query_opt(&sql.max_ts, &[])?;
+            match row.map(|r| r.try_get::<_, Option<SystemTime>>(0)).transpose()?.flatten() {
+                Some(t) => time_to_micros(t).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn for_each_flow(
+        &mut self,
+        exporters: &[IpAddr],
+        after_micros: i64,
+        upto_micros: i64,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<u64, StoreError> {
+        let after = after_micros.clamp(MIN_TS_MICROS - 1, MAX_TS_MICROS);
+        let upto = upto_micros.clamp(MIN_TS_MICROS - 1, MAX_TS_MICROS);
+        if exporters.is_empty() || after >= upto {
+            return Ok(0);
+        }
+        let (after, upto) = (micros_to_time(after)?, micros_to_time(upto)?);
+        let sql = &self.sql;
+        self.conn.run(|client| {
+            let params: [&(dyn ToSql + Sync); 3] = [&exporters, &after, &upto];
+            let mut rows = client.query_raw(&sql.window, params)?;
+            let mut n = 0;
+            while let Some(row) = rows.next()? {
+                n += 1;
+                if f(&flow_from_row(&row)?).is_break() {
+                    break;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        // a fixed lock order, so that concurrent writers cannot deadlock
+        let mut sorted = deltas.to_vec();
+        sorted.sort_by_key(|e| e.addr);
+        let sql = &self.sql;
+        self.conn.run(|client| {
+            let mut tx = client.transaction()?;
+            let stmt = tx.prepare(&sql.upsert_exporter)?;
+            for e in &sorted {
+                let (first, last) = (micros_to_time(e.first_seen_micros)?, micros_to_time(e.last_seen_micros)?);
+                tx.execute(
+                    &stmt,
+                    &[
+                        &e.addr,
+                        &first,
+                        &last,
+                        &crate::counter_to_db(e.packets),
+                        &crate::counter_to_db(e.flows),
+                        &crate::counter_to_db(e.lost_packets),
+                        &crate::counter_to_db(e.lost_flows),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn exporters(&mut self) -> Result<Vec<Exporter>, StoreError> {
+        let sql = &self.sql;
+        let mut list = self.conn.run(|client| {
+            let mut out = Vec::new();
+            for row in client.query(&sql.exporters, &[])? {
+                out.push(Exporter {
+                    addr: row.try_get(0)?,
+                    first_seen_micros: time_to_micros(row.try_get(1)?)?,
+                    last_seen_micros: time_to_micros(row.try_get(2)?)?,
+                    packets: crate::from_db("packets", row.try_get(3)?)?,
+                    flows: crate::from_db("flows", row.try_get(4)?)?,
+                    lost_packets: crate::from_db("lost_packets", row.try_get(5)?)?,
+                    lost_flows: crate::from_db("lost_flows", row.try_get(6)?)?,
+                });
+            }
+            Ok(out)
+        })?;
+        list.sort_by_key(|e| e.addr);
+        Ok(list)
+    }
+
+    fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError> {
+        let sql = &self.sql;
+        self.conn.run(|client| match client.query_opt(&sql.job_get, &[&job_id])? {
+            Some(row) => time_to_micros(row.try_get(0)?).map(Some),
+            None => Ok(None),
+        })
+    }
+
+    fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError> {
+        partition::check_ts(end_micros)?;
+        let end = micros_to_time(end_micros)?;
+        let sql = &self.sql;
+        self.conn.run(|client| {
+            client.execute(&sql.job_set, &[&job_id, &end])?;
+            Ok(())
+        })
+    }
+
+    fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError> {
+        partition::check_ts(now_micros)?;
+        let now = partition::hour_of(now_micros);
+        let last = now.saturating_add(i64::from(self.partitions_ahead)).min(partition::hour_of(MAX_TS_MICROS));
+        let first = (now - 1).max(partition::hour_of(MIN_TS_MICROS));
+        if (first..=last).all(|h| self.partitions.contains(&h)) {
+            return Ok(());
+        }
+        self.refresh_partitions()?;
+        self.create_partitions(first..=last)
+    }
+
+    fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError> {
+        let cutoff_hour = partition::hour_of(cutoff_micros);
+        self.refresh_partitions()?;
+        let old: Vec<i64> = self.partitions.range(..cutoff_hour).copied().collect();
+        let key = schema::lock_key("partitions", &self.sql.prefix);
+        let sql = &self.sql;
+        if !old.is_empty() {
+            self.conn.run(|client| {
+                let mut tx = client.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+                for &h in &old {
+                    tx.batch_execute(&format!("DROP TABLE IF EXISTS {}", sql.partition_name(h)))?;
+                }
+                tx.commit()?;
+                Ok(())
+            })?;
+        }
+        for h in &old {
+            self.partitions.remove(h);
+        }
+        Ok(Expired {
+            cutoff_micros: cutoff_hour.saturating_mul(HOUR_MICROS),
+            partitions_dropped: old.len() as u64,
+            rows_deleted: None,
+        })
+    }
+
+    fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError> {
+        self.expire_before(partition::retention_cutoff(now_micros, self.retention_days))
+    }
+
+    fn schema_version(&mut self) -> Result<u32, StoreError> {
+        let p = &self.sql.prefix;
+        self.conn.run(|client| {
+            let exists: bool = client
+                .query_one(&format!("SELECT to_regclass('{p}schema_migrations') IS NOT NULL"), &[])?
+                .try_get(0)?;
+            if !exists {
+                return Ok(0);
+            }
+            let v: i32 = client
+                .query_one(&format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"), &[])?
+                .try_get(0)?;
+            crate::from_db("version", v.into())
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Schema: the flow column table and the numbered migrations of both backends.
+//!
+//! A migration is never edited once released: a new schema is a new, higher-numbered entry.
+//! `{p}` in the SQL stands for the configured table prefix.
+
+use postgres::types::Type;
+
+/// Newest schema version this build knows.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// One column of the flow table: the single source of the COPY column list, the COPY types and
+/// the SELECT list, in this order. [`crate::postgres::PgRow`] and both row decoders follow it.
+#[derive(Debug, Clone)]
+pub(crate) struct Column {
+    pub(crate) name: &'static str,
+    pub(crate) pg_type: Type,
+}
+
+/// The flow table of the newest schema, in table order.
+pub(crate) const FLOW_COLUMNS: [Column; 13] = [
+    Column { name: "ts", pg_type: Type::TIMESTAMPTZ },
+    Column { name: "exporter", pg_type: Type::INET },
+    Column { name: "input_if", pg_type: Type::INT8 },
+    Column { name: "output_if", pg_type: Type::INT8 },
+    Column { name: "direction", pg_type: Type::INT2 },
+    Column { name: "protocol", pg_type: Type::INT2 },
+    Column { name: "src_addr", pg_type: Type::INET },
+    Column { name: "dst_addr", pg_type: Type::INET },
+    Column { name: "src_port", pg_type: Type::INT4 },
+    Column { name: "dst_port", pg_type: Type::INT4 },
+    Column { name: "bytes", pg_type: Type::INT8 },
+    Column { name: "packets", pg_type: Type::INT8 },
+    Column { name: "tcp_flags", pg_type: Type::INT2 },
+];
+
+/// `ts, exporter, ...`: the flow columns as an SQL list.
+pub(crate) fn flow_column_list() -> String {
+    FLOW_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+}
+
+/// One schema step.
+#[derive(Debug)]
+pub(crate) struct Migration {
+    pub(crate) version: u32,
+    pub(crate) description: &'static str,
+    pub(crate) postgres: &'static str,
+    pub(crate) sqlite: &'static str,
+}
+
+/// All migrations, oldest first; `MIGRATIONS[i].version == i + 1`.
+pub(crate) const MIGRATIONS: [Migration; 3] = [
+    Migration {
+        version: 1,
+        description: "flows partitioned by hour; bot job bookkeeping",
+        postgres: "
+            CREATE TABLE {p}flows (
+                ts        timestamptz NOT NULL,
+                exporter  inet        NOT NULL,
+                input_if  bigint      NOT NULL,
+                output_if bigint      NOT NULL,
+                direction smallint    NOT NULL,
+                protocol  smallint    NOT NULL,
+                src_addr  inet        NOT NULL,
+                dst_addr  inet        NOT NULL,
+                src_port  integer     NOT NULL,
+                dst_port  integer     NOT NULL,
+                bytes     bigint      NOT NULL,
+                packets   bigint      NOT NULL,
+                tcp_flags smallint    NOT NULL
+            ) PARTITION BY RANGE (ts);
+            CREATE TABLE {p}bot_jobs (
+                job_id          text PRIMARY KEY,
+                last_window_end timestamptz NOT NULL
+            );",
+        sqlite: "
+            CREATE TABLE {p}flows (
+                ts        INTEGER NOT NULL,
+                exporter  BLOB    NOT NULL,
+                input_if  INTEGER NOT NULL,
+                output_if INTEGER NOT NULL,
+                direction INTEGER NOT NULL,
+                protocol  INTEGER NOT NULL,
+                src_addr  BLOB    NOT NULL,
+                dst_addr  BLOB    NOT NULL,
+                src_port  INTEGER NOT NULL,
+                dst_port  INTEGER NOT NULL,
+                bytes     INTEGER NOT NULL,
+                packets   INTEGER NOT NULL,
+                tcp_flags INTEGER NOT NULL
+            );
+            CREATE INDEX {p}flows_ts ON {p}flows (ts);
+            CREATE TABLE {p}bot_jobs (
+                job_id          TEXT PRIMARY KEY,
+                last_window_end INTEGER NOT NULL
+            );",
+    },
+    Migration {
+        version: 2,
+        description: "exporters with first/last seen and packet/flow/loss counters, backfilled from flows",
+        postgres: "
+            CREATE TABLE {p}exporters (
+                addr         inet PRIMARY KEY,
+                first_seen   timestamptz NOT NULL,
+                last_seen    timestamptz NOT NULL,
+                packets      bigint NOT NULL DEFAULT 0,
+                flows        bigint NOT NULL DEFAULT 0,
+                lost_packets bigint NOT NULL DEFAULT 0,
+                lost_flows   bigint NOT NULL DEFAULT 0
+            );
+            INSERT INTO {p}exporters (addr, first_seen, last_seen, flows)
+                SELECT exporter, min(ts), max(ts), count(*) FROM {p}flows GROUP BY exporter;",
+        sqlite: "
+            CREATE TABLE {p}exporters (
+                addr         BLOB PRIMARY KEY,
+                first_seen   INTEGER NOT NULL,
+                last_seen    INTEGER NOT NULL,
+                packets      INTEGER NOT NULL DEFAULT 0,
+                flows        INTEGER NOT NULL DEFAULT 0,
+                lost_packets INTEGER NOT NULL DEFAULT 0,
+                lost_flows   INTEGER NOT NULL DEFAULT 0
+            );
+            INSERT INTO {p}exporters (addr, first_seen, last_seen, flows)
+                SELECT exporter, min(ts), max(ts), count(*) FROM {p}flows GROUP BY exporter;",
+    },
+    Migration {
+        version: 3,
+        // BRIN, not btree: flows arrive in ts order, so a BRIN range summary finds a window's
+        // blocks; it costs a fraction of a btree on insert (see benches/README.md). max_ts is
+        // kept in a one-row table because max(ts) over BRIN-only partitions is a full scan.
+        description: "BRIN index on flows.ts; max ts bookkeeping",
+        postgres: "
+            CREATE INDEX {p}flows_ts_brin ON {p}flows USING brin (ts) WITH (pages_per_range = 32);
+            CREATE TABLE {p}flow_stats (
+                id     smallint PRIMARY KEY CHECK (id = 1),
+                max_ts timestamptz
+            );
+            INSERT INTO {p}flow_stats (id, max_ts) SELECT 1, max(ts) FROM {p}flows;",
+        sqlite: "
+            CREATE TABLE {p}flow_stats (
+                id     INTEGER PRIMARY KEY CHECK (id = 1),
+                max_ts INTEGER
+            );
+            INSERT INTO {p}flow_stats (id, max_ts) SELECT 1, max(ts) FROM {p}flows;",
+    },
+];
+
+/// Replaces `{p}` by the table prefix (validated to `[a-z_][a-z0-9_]*`, so no quoting needed).
+pub(crate) fn sql(template: &str, prefix: &str) -> String {
+    template.replace("{p}", prefix)
+}
+
+/// A 64-bit FNV-1a hash, used as PostgreSQL advisory lock key so that stores with different
+/// prefixes in one database do not wait on each other.
+pub(crate) fn lock_key(purpose: &str, prefix: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in "netflow-store:".bytes().chain(purpose.bytes()).chain(prefix.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_migrations_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "{}", m.description);
+        }
+        assert_eq!(flow_column_list().split(", ").count(), FLOW_COLUMNS.len());
+        assert_ne!(lock_key("migrate", "a_"), lock_key("migrate", "b_"));
+    }
+}

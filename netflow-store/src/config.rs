@@ -17,7 +17,7 @@ pub const DEFAULT_PARTITIONS_AHEAD: u32 = 3;
 #[non_exhaustive]
 pub enum Backend {
     /// A PostgreSQL server (production). `postgres::Config`'s `Debug` hides the password.
-    Postgres(postgres::Config),
+    Postgres(Box<postgres::Config>),
     /// An SQLite database file (the zero-setup default); created if missing.
     Sqlite(PathBuf),
 }
@@ -70,7 +70,10 @@ impl StoreConfig {
     pub fn from_url(url: &str) -> Result<StoreConfig, StoreError> {
         let url = url.trim();
         if url.is_empty() {
-            return Err(StoreError::Config { setting: "store URL", why: "empty" });
+            return Err(StoreError::Config {
+                setting: "store URL",
+                why: "empty",
+            });
         }
         let backend = if url.starts_with("postgres://")
             || url.starts_with("postgresql://")
@@ -80,11 +83,14 @@ impl StoreConfig {
                 setting: "store URL",
                 why: "not a valid PostgreSQL connection URL",
             })?;
-            Backend::Postgres(with_timeout(config))
+            Backend::Postgres(Box::new(with_timeout(config)))
         } else if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
-                return Err(StoreError::Config { setting: "store URL", why: "sqlite: without a path" });
+                return Err(StoreError::Config {
+                    setting: "store URL",
+                    why: "sqlite: without a path",
+                });
             }
             Backend::Sqlite(PathBuf::from(path))
         } else if url.contains("://") {
@@ -109,10 +115,16 @@ impl StoreConfig {
     ) -> Result<StoreConfig, StoreError> {
         let (host, port) = split_host_port(host.trim())?;
         if database.is_empty() {
-            return Err(StoreError::Config { setting: "DB_DATABASE", why: "empty" });
+            return Err(StoreError::Config {
+                setting: "DB_DATABASE",
+                why: "empty",
+            });
         }
         if username.is_empty() {
-            return Err(StoreError::Config { setting: "DB_USERNAME", why: "empty" });
+            return Err(StoreError::Config {
+                setting: "DB_USERNAME",
+                why: "empty",
+            });
         }
         let mut c = postgres::Config::new();
         c.host(host).dbname(database).user(username);
@@ -122,7 +134,9 @@ impl StoreConfig {
         if let Some(p) = password.filter(|p| !p.is_empty()) {
             c.password(p);
         }
-        Ok(StoreConfig::new(Backend::Postgres(with_timeout(c))))
+        Ok(StoreConfig::new(Backend::Postgres(Box::new(with_timeout(
+            c,
+        )))))
     }
 
     /// Reads `DB_HOST`, `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD` through `lookup`
@@ -134,10 +148,14 @@ impl StoreConfig {
         let Some(host) = lookup("DB_HOST").filter(|h| !h.trim().is_empty()) else {
             return Ok(None);
         };
-        let database = lookup("DB_DATABASE")
-            .ok_or(StoreError::Config { setting: "DB_DATABASE", why: "not set (DB_HOST is)" })?;
-        let username = lookup("DB_USERNAME")
-            .ok_or(StoreError::Config { setting: "DB_USERNAME", why: "not set (DB_HOST is)" })?;
+        let database = lookup("DB_DATABASE").ok_or(StoreError::Config {
+            setting: "DB_DATABASE",
+            why: "not set (DB_HOST is)",
+        })?;
+        let username = lookup("DB_USERNAME").ok_or(StoreError::Config {
+            setting: "DB_USERNAME",
+            why: "not set (DB_HOST is)",
+        })?;
         let password = lookup("DB_PASSWORD");
         StoreConfig::from_db_vars(&host, &database, &username, password.as_deref()).map(Some)
     }
@@ -148,7 +166,8 @@ impl StoreConfig {
         let ok = !p.is_empty()
             && p.len() <= 30
             && (p[0].is_ascii_lowercase() || p[0] == b'_')
-            && p.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            && p.iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !ok {
             return Err(StoreError::Config {
                 setting: "table prefix",
@@ -169,9 +188,15 @@ fn with_timeout(mut c: postgres::Config) -> postgres::Config {
 }
 
 fn split_host_port(s: &str) -> Result<(&str, Option<u16>), StoreError> {
-    const BAD: StoreError = StoreError::Config { setting: "DB_HOST", why: "expected host, host:port or [v6]:port" };
+    const BAD: StoreError = StoreError::Config {
+        setting: "DB_HOST",
+        why: "expected host, host:port or [v6]:port",
+    };
     if s.is_empty() {
-        return Err(StoreError::Config { setting: "DB_HOST", why: "empty" });
+        return Err(StoreError::Config {
+            setting: "DB_HOST",
+            why: "empty",
+        });
     }
     if let Some(rest) = s.strip_prefix('[') {
         let (addr, after) = rest.split_once(']').ok_or(BAD)?;
@@ -195,12 +220,24 @@ mod tests {
 
     #[test]
     fn test_urls() {
-        assert!(matches!(StoreConfig::from_url("flows.db").map(|c| c.backend), Ok(Backend::Sqlite(p)) if p == PathBuf::from("flows.db")));
-        assert!(matches!(StoreConfig::from_url("sqlite://x/y.db").map(|c| c.backend), Ok(Backend::Sqlite(p)) if p == PathBuf::from("x/y.db")));
-        assert!(matches!(StoreConfig::from_url("sqlite:").map(|c| c.backend), Err(StoreError::Config { .. })));
-        assert!(matches!(StoreConfig::from_url("mysql://x").map(|c| c.backend), Err(StoreError::Config { .. })));
-        let Ok(StoreConfig { backend: Backend::Postgres(c), .. }) =
-            StoreConfig::from_url("postgresql://u:secret@h:5433/db")
+        assert!(
+            matches!(StoreConfig::from_url("flows.db").map(|c| c.backend), Ok(Backend::Sqlite(p)) if p == std::path::Path::new("flows.db"))
+        );
+        assert!(
+            matches!(StoreConfig::from_url("sqlite://x/y.db").map(|c| c.backend), Ok(Backend::Sqlite(p)) if p == std::path::Path::new("x/y.db"))
+        );
+        assert!(matches!(
+            StoreConfig::from_url("sqlite:").map(|c| c.backend),
+            Err(StoreError::Config { .. })
+        ));
+        assert!(matches!(
+            StoreConfig::from_url("mysql://x").map(|c| c.backend),
+            Err(StoreError::Config { .. })
+        ));
+        let Ok(StoreConfig {
+            backend: Backend::Postgres(c),
+            ..
+        }) = StoreConfig::from_url("postgresql://u:secret@h:5433/db")
         else {
             panic!("not postgres")
         };
@@ -218,14 +255,24 @@ mod tests {
             "DB_USERNAME" => Some("admin".to_owned()),
             _ => None,
         };
-        let Ok(Some(StoreConfig { backend: Backend::Postgres(c), .. })) = StoreConfig::from_db_env(env) else {
+        let Ok(Some(StoreConfig {
+            backend: Backend::Postgres(c),
+            ..
+        })) = StoreConfig::from_db_env(env)
+        else {
             panic!("expected postgres")
         };
         assert_eq!(c.get_ports(), &[6543]);
         assert_eq!(c.get_user(), Some("admin"));
         assert!(matches!(StoreConfig::from_db_env(|_| None), Ok(None)));
         let no_db = |k: &str| (k == "DB_HOST").then(|| "db".to_owned());
-        assert!(matches!(StoreConfig::from_db_env(no_db), Err(StoreError::Config { setting: "DB_DATABASE", .. })));
+        assert!(matches!(
+            StoreConfig::from_db_env(no_db),
+            Err(StoreError::Config {
+                setting: "DB_DATABASE",
+                ..
+            })
+        ));
         assert!(matches!(split_host_port("db:5432"), Ok(("db", Some(5432)))));
         assert!(matches!(split_host_port("fe80::1"), Ok(("fe80::1", None))));
         assert!(split_host_port("db:x").is_err());

@@ -232,7 +232,16 @@ mod tests {
         assert_eq!(counter_to_db(0), 0);
         assert_eq!(counter_to_db(i64::MAX as u64), i64::MAX);
         assert_eq!(counter_to_db(u64::MAX), i64::MAX);
-        assert!(matches!(from_db::<u32>("input_if", -1), Err(StoreError::BadValue { column: "input_if", value: -1 })));
-        assert_eq!(from_db::<u32>("input_if", 4_294_967_295).ok(), Some(u32::MAX));
+        assert!(matches!(
+            from_db::<u32>("input_if", -1),
+            Err(StoreError::BadValue {
+                column: "input_if",
+                value: -1
+            })
+        ));
+        assert_eq!(
+            from_db::<u32>("input_if", 4_294_967_295).ok(),
+            Some(u32::MAX)
+        );
     }
 }

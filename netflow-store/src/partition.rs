@@ -49,7 +49,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
     let y = yoe + era * 400 + i64::from(m <= 2);
     // d and m are in small ranges by construction
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 /// Day number since 1970-01-01 of a civil date (inverse of [`civil_from_days`]).
@@ -105,7 +109,10 @@ mod tests {
         assert_eq!(hour_suffix(hour_of(MAX_TS_MICROS)), "9999123123");
         assert_eq!(hour_suffix(hour_of(-1)), "1969123123");
         // 2024-02-29 12:xx is a leap day
-        assert_eq!(parse_hour_suffix("2024022912"), Some(hour_of(1_709_208_000_000_000)));
+        assert_eq!(
+            parse_hour_suffix("2024022912"),
+            Some(hour_of(1_709_208_000_000_000))
+        );
         for hour in (hour_of(MIN_TS_MICROS)..hour_of(MAX_TS_MICROS)).step_by(7919) {
             assert_eq!(parse_hour_suffix(&hour_suffix(hour)), Some(hour));
         }

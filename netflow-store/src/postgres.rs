@@ -12,14 +12,13 @@ use postgres::{Client, NoTls, Row};
 
 use crate::partition::{self, HOUR_MICROS, MAX_TS_MICROS, MIN_TS_MICROS};
 use crate::schema::{self, FLOW_COLUMNS, MIGRATIONS, SCHEMA_VERSION};
-use crate::{Backend, Exporter, Expired, Flow, Store, StoreConfig, StoreError};
+use crate::{Backend, Expired, Exporter, Flow, Store, StoreConfig, StoreError};
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         StoreError::pg(e)
     }
 }
-
 
 /// One flow as the SQL types of the flow table.
 #[derive(Debug)]
@@ -100,7 +99,11 @@ fn flow_from_row(row: &Row) -> Result<Flow, StoreError> {
 
 fn micros_to_time(us: i64) -> Result<SystemTime, StoreError> {
     let d = Duration::from_micros(us.unsigned_abs());
-    let t = if us >= 0 { UNIX_EPOCH.checked_add(d) } else { UNIX_EPOCH.checked_sub(d) };
+    let t = if us >= 0 {
+        UNIX_EPOCH.checked_add(d)
+    } else {
+        UNIX_EPOCH.checked_sub(d)
+    };
     t.ok_or(StoreError::TimestampOutOfRange { ts_micros: us })
 }
 
@@ -109,7 +112,10 @@ fn time_to_micros(t: SystemTime) -> Result<i64, StoreError> {
         Ok(d) => i64::try_from(d.as_micros()).ok(),
         Err(e) => i64::try_from(e.duration().as_micros()).ok().map(|v| -v),
     };
-    us.ok_or(StoreError::BadValue { column: "ts", value: i64::MAX })
+    us.ok_or(StoreError::BadValue {
+        column: "ts",
+        value: i64::MAX,
+    })
 }
 
 /// SQL text prepared once per store (the prefix is fixed).
@@ -144,7 +150,9 @@ impl Sql {
             prefix: p.to_owned(),
             types: FLOW_COLUMNS.map(|c| c.pg_type),
             copy: format!("COPY {p}flows ({cols}) FROM STDIN (FORMAT binary)"),
-            bump_max_ts: format!("UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"),
+            bump_max_ts: format!(
+                "UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"
+            ),
             window: format!(
                 "SELECT {cols} FROM {p}flows WHERE exporter = ANY($1) AND ts > $2 AND ts <= $3"
             ),
@@ -253,13 +261,19 @@ impl PgStore {
     pub fn connect(config: &StoreConfig) -> Result<PgStore, StoreError> {
         config.validate()?;
         let Backend::Postgres(pg) = &config.backend else {
-            return Err(StoreError::Config { setting: "backend", why: "not a PostgreSQL URL" });
+            return Err(StoreError::Config {
+                setting: "backend",
+                why: "not a PostgreSQL URL",
+            });
         };
-        let mut pg = pg.clone();
+        let mut pg = postgres::Config::clone(pg);
         if pg.get_application_name().is_none() {
             pg.application_name("netflow-store");
         }
-        let mut conn = Conn { config: pg, client: None };
+        let mut conn = Conn {
+            config: pg,
+            client: None,
+        };
         conn.client()?;
         Ok(PgStore {
             conn,
@@ -295,7 +309,10 @@ impl PgStore {
             let mut hours = BTreeSet::new();
             for row in client.query(&sql.partitions, &[])? {
                 let name: String = row.try_get(0)?;
-                if let Some(h) = name.strip_prefix(&skip).and_then(partition::parse_hour_suffix) {
+                if let Some(h) = name
+                    .strip_prefix(&skip)
+                    .and_then(partition::parse_hour_suffix)
+                {
                     hours.insert(h);
                 }
             }
@@ -306,8 +323,14 @@ impl PgStore {
     }
 
     /// Creates the partitions of `hours` that are not known to exist.
-    fn create_partitions(&mut self, hours: impl IntoIterator<Item = i64>) -> Result<(), StoreError> {
-        let missing: Vec<i64> = hours.into_iter().filter(|h| !self.partitions.contains(h)).collect();
+    fn create_partitions(
+        &mut self,
+        hours: impl IntoIterator<Item = i64>,
+    ) -> Result<(), StoreError> {
+        let missing: Vec<i64> = hours
+            .into_iter()
+            .filter(|h| !self.partitions.contains(h))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -353,14 +376,23 @@ fn migrate_locked(client: &mut Client, sql: &Sql, target: u32) -> Result<u32, St
     let p = &sql.prefix;
     client.batch_execute(&sql.migrations_table)?;
     let current: i32 = client
-        .query_one(&format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"), &[])?
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
+            &[],
+        )?
         .try_get(0)?;
     let current = crate::from_db::<u32>("version", current.into())?;
     if current > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew { found: current, supported: SCHEMA_VERSION });
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
     }
     let mut reached = current;
-    for m in MIGRATIONS.iter().filter(|m| m.version > current && m.version <= target) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
         let mut tx = client.transaction()?;
         tx.batch_execute(&schema::sql(m.postgres, p))?;
         let v = i32::try_from(m.version).unwrap_or(i32::MAX);
@@ -383,7 +415,10 @@ impl Store for PgStore {
         let hours: BTreeSet<i64> = if last - first <= 48 {
             (first..=last).collect()
         } else {
-            flows.iter().map(|f| partition::hour_of(f.ts_micros)).collect()
+            flows
+                .iter()
+                .map(|f| partition::hour_of(f.ts_micros))
+                .collect()
         };
         if hours.iter().any(|h| !self.partitions.contains(h)) {
             // another process may have created them: refresh before DDL
@@ -405,7 +440,11 @@ impl Store for PgStore {
         let sql = &self.sql;
         self.conn.run(|client| {
             let row = client.query_opt(&sql.max_ts, &[])?;
-            match row.map(|r| r.try_get::<_, Option<SystemTime>>(0)).transpose()?.flatten() {
+            match row
+                .map(|r| r.try_get::<_, Option<SystemTime>>(0))
+                .transpose()?
+                .flatten()
+            {
                 Some(t) => time_to_micros(t).map(Some),
                 None => Ok(None),
             }
@@ -452,7 +491,10 @@ impl Store for PgStore {
             let mut tx = client.transaction()?;
             let stmt = tx.prepare(&sql.upsert_exporter)?;
             for e in &sorted {
-                let (first, last) = (micros_to_time(e.first_seen_micros)?, micros_to_time(e.last_seen_micros)?);
+                let (first, last) = (
+                    micros_to_time(e.first_seen_micros)?,
+                    micros_to_time(e.last_seen_micros)?,
+                );
                 tx.execute(
                     &stmt,
                     &[
@@ -494,10 +536,11 @@ impl Store for PgStore {
 
     fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError> {
         let sql = &self.sql;
-        self.conn.run(|client| match client.query_opt(&sql.job_get, &[&job_id])? {
-            Some(row) => time_to_micros(row.try_get(0)?).map(Some),
-            None => Ok(None),
-        })
+        self.conn
+            .run(|client| match client.query_opt(&sql.job_get, &[&job_id])? {
+                Some(row) => time_to_micros(row.try_get(0)?).map(Some),
+                None => Ok(None),
+            })
     }
 
     fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError> {
@@ -513,7 +556,9 @@ impl Store for PgStore {
     fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError> {
         partition::check_ts(now_micros)?;
         let now = partition::hour_of(now_micros);
-        let last = now.saturating_add(i64::from(self.partitions_ahead)).min(partition::hour_of(MAX_TS_MICROS));
+        let last = now
+            .saturating_add(i64::from(self.partitions_ahead))
+            .min(partition::hour_of(MAX_TS_MICROS));
         let first = (now - 1).max(partition::hour_of(MIN_TS_MICROS));
         if (first..=last).all(|h| self.partitions.contains(&h)) {
             return Ok(());
@@ -557,13 +602,19 @@ impl Store for PgStore {
         let p = &self.sql.prefix;
         self.conn.run(|client| {
             let exists: bool = client
-                .query_one(&format!("SELECT to_regclass('{p}schema_migrations') IS NOT NULL"), &[])?
+                .query_one(
+                    &format!("SELECT to_regclass('{p}schema_migrations') IS NOT NULL"),
+                    &[],
+                )?
                 .try_get(0)?;
             if !exists {
                 return Ok(0);
             }
             let v: i32 = client
-                .query_one(&format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"), &[])?
+                .query_one(
+                    &format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
+                    &[],
+                )?
                 .try_get(0)?;
             crate::from_db("version", v.into())
         })

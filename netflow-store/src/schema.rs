@@ -18,24 +18,67 @@ pub(crate) struct Column {
 
 /// The flow table of the newest schema, in table order.
 pub(crate) const FLOW_COLUMNS: [Column; 13] = [
-    Column { name: "ts", pg_type: Type::TIMESTAMPTZ },
-    Column { name: "exporter", pg_type: Type::INET },
-    Column { name: "input_if", pg_type: Type::INT8 },
-    Column { name: "output_if", pg_type: Type::INT8 },
-    Column { name: "direction", pg_type: Type::INT2 },
-    Column { name: "protocol", pg_type: Type::INT2 },
-    Column { name: "src_addr", pg_type: Type::INET },
-    Column { name: "dst_addr", pg_type: Type::INET },
-    Column { name: "src_port", pg_type: Type::INT4 },
-    Column { name: "dst_port", pg_type: Type::INT4 },
-    Column { name: "bytes", pg_type: Type::INT8 },
-    Column { name: "packets", pg_type: Type::INT8 },
-    Column { name: "tcp_flags", pg_type: Type::INT2 },
+    Column {
+        name: "ts",
+        pg_type: Type::TIMESTAMPTZ,
+    },
+    Column {
+        name: "exporter",
+        pg_type: Type::INET,
+    },
+    Column {
+        name: "input_if",
+        pg_type: Type::INT8,
+    },
+    Column {
+        name: "output_if",
+        pg_type: Type::INT8,
+    },
+    Column {
+        name: "direction",
+        pg_type: Type::INT2,
+    },
+    Column {
+        name: "protocol",
+        pg_type: Type::INT2,
+    },
+    Column {
+        name: "src_addr",
+        pg_type: Type::INET,
+    },
+    Column {
+        name: "dst_addr",
+        pg_type: Type::INET,
+    },
+    Column {
+        name: "src_port",
+        pg_type: Type::INT4,
+    },
+    Column {
+        name: "dst_port",
+        pg_type: Type::INT4,
+    },
+    Column {
+        name: "bytes",
+        pg_type: Type::INT8,
+    },
+    Column {
+        name: "packets",
+        pg_type: Type::INT8,
+    },
+    Column {
+        name: "tcp_flags",
+        pg_type: Type::INT2,
+    },
 ];
 
 /// `ts, exporter, ...`: the flow columns as an SQL list.
 pub(crate) fn flow_column_list() -> String {
-    FLOW_COLUMNS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+    FLOW_COLUMNS
+        .iter()
+        .map(|c| c.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One schema step.
@@ -153,7 +196,11 @@ pub(crate) fn sql(template: &str, prefix: &str) -> String {
 /// prefixes in one database do not wait on each other.
 pub(crate) fn lock_key(purpose: &str, prefix: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in "netflow-store:".bytes().chain(purpose.bytes()).chain(prefix.bytes()) {
+    for b in "netflow-store:"
+        .bytes()
+        .chain(purpose.bytes())
+        .chain(prefix.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::partition::{self, HOUR_MICROS};
 use crate::schema::{self, MIGRATIONS, SCHEMA_VERSION};
-use crate::{Backend, Exporter, Expired, Flow, Store, StoreConfig, StoreError};
+use crate::{Backend, Expired, Exporter, Flow, Store, StoreConfig, StoreError};
 
 /// How long a writer waits for another connection's write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,13 +48,18 @@ fn addr_bytes(ip: &IpAddr) -> ([u8; 16], usize) {
 }
 
 fn addr_from_row(row: &Row<'_>, idx: usize, column: &'static str) -> Result<IpAddr, StoreError> {
-    let blob = row.get_ref(idx)?.as_blob().map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e)))?;
+    let blob = row.get_ref(idx)?.as_blob().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
     if let Ok(b) = <[u8; 4]>::try_from(blob) {
         Ok(IpAddr::V4(Ipv4Addr::from(b)))
     } else if let Ok(b) = <[u8; 16]>::try_from(blob) {
         Ok(IpAddr::V6(Ipv6Addr::from(b)))
     } else {
-        Err(StoreError::BadValue { column, value: i64::try_from(blob.len()).unwrap_or(i64::MAX) })
+        Err(StoreError::BadValue {
+            column,
+            value: i64::try_from(blob.len()).unwrap_or(i64::MAX),
+        })
     }
 }
 
@@ -93,16 +98,26 @@ impl SqliteStore {
     pub fn connect(config: &StoreConfig) -> Result<SqliteStore, StoreError> {
         config.validate()?;
         let Backend::Sqlite(path) = &config.backend else {
-            return Err(StoreError::Config { setting: "backend", why: "not an SQLite path" });
+            return Err(StoreError::Config {
+                setting: "backend",
+                why: "not an SQLite path",
+            });
         };
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
-            return Err(StoreError::Config { setting: "SQLite path", why: "cannot switch the file to WAL mode" });
+            return Err(StoreError::Config {
+                setting: "SQLite path",
+                why: "cannot switch the file to WAL mode",
+            });
         }
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        Ok(SqliteStore { conn, prefix: config.table_prefix.clone(), retention_days: config.retention_days })
+        Ok(SqliteStore {
+            conn,
+            prefix: config.table_prefix.clone(),
+            retention_days: config.retention_days,
+        })
     }
 
     /// Applies the migrations after the file's version up to `version`, each in its own
@@ -116,10 +131,15 @@ impl SqliteStore {
         ))?;
         let mut reached = self.schema_version()?;
         if reached > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew { found: reached, supported: SCHEMA_VERSION });
+            return Err(StoreError::SchemaTooNew {
+                found: reached,
+                supported: SCHEMA_VERSION,
+            });
         }
         for m in MIGRATIONS.iter().filter(|m| m.version <= version) {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: u32 = tx.query_row(
                 &format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
                 [],
@@ -146,7 +166,9 @@ impl Store for SqliteStore {
             return Ok(());
         };
         let p = &self.prefix;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(&format!(
                 "INSERT INTO {p}flows ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -185,9 +207,11 @@ impl Store for SqliteStore {
         let p = &self.prefix;
         let v = self
             .conn
-            .query_row(&format!("SELECT max_ts FROM {p}flow_stats WHERE id = 1"), [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
+            .query_row(
+                &format!("SELECT max_ts FROM {p}flow_stats WHERE id = 1"),
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
             .optional()?;
         Ok(v.flatten())
     }
@@ -246,7 +270,9 @@ impl Store for SqliteStore {
             sat("lost_packets"),
             sat("lost_flows")
         );
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(&sql)?;
             for e in deltas {
@@ -289,8 +315,14 @@ impl Store for SqliteStore {
     }
 
     fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError> {
-        let sql = format!("SELECT last_window_end FROM {}bot_jobs WHERE job_id = ?1", self.prefix);
-        Ok(self.conn.query_row(&sql, [job_id], |r| r.get(0)).optional()?)
+        let sql = format!(
+            "SELECT last_window_end FROM {}bot_jobs WHERE job_id = ?1",
+            self.prefix
+        );
+        Ok(self
+            .conn
+            .query_row(&sql, [job_id], |r| r.get(0))
+            .optional()?)
     }
 
     fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError> {
@@ -312,10 +344,15 @@ impl Store for SqliteStore {
 
     fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError> {
         let cutoff = partition::hour_of(cutoff_micros).saturating_mul(HOUR_MICROS);
-        let deleted = self
-            .conn
-            .execute(&format!("DELETE FROM {}flows WHERE ts < ?1", self.prefix), [cutoff])?;
-        Ok(Expired { cutoff_micros: cutoff, partitions_dropped: 0, rows_deleted: Some(deleted as u64) })
+        let deleted = self.conn.execute(
+            &format!("DELETE FROM {}flows WHERE ts < ?1", self.prefix),
+            [cutoff],
+        )?;
+        Ok(Expired {
+            cutoff_micros: cutoff,
+            partitions_dropped: 0,
+            rows_deleted: Some(deleted as u64),
+        })
     }
 
     fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError> {
@@ -332,8 +369,10 @@ impl Store for SqliteStore {
         if !exists {
             return Ok(0);
         }
-        Ok(self.conn.query_row(&format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"), [], |r| {
-            r.get(0)
-        })?)
+        Ok(self.conn.query_row(
+            &format!("SELECT coalesce(max(version), 0) FROM {p}schema_migrations"),
+            [],
+            |r| r.get(0),
+        )?)
     }
 }

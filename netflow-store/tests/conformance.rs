@@ -75,7 +75,7 @@ fn round_trip_extremes(s: &mut dyn Store) {
             dst_addr: IpAddr::V4(Ipv4Addr::BROADCAST),
             src_port: 0,
             dst_port: 65535,
-            bytes: u64::MAX,         // saturates to i64::MAX (documented)
+            bytes: u64::MAX, // saturates to i64::MAX (documented)
             packets: i64::MAX as u64 + 1,
             tcp_flags: 255,
             ..Flow::default()
@@ -88,7 +88,9 @@ fn round_trip_extremes(s: &mut dyn Store) {
             direction: Flow::INGRESS,
             protocol: 0,
             src_addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            dst_addr: IpAddr::V6(Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff)),
+            dst_addr: IpAddr::V6(Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            )),
             src_port: 65535,
             dst_port: 0,
             bytes: i64::MAX as u64, // largest stored exactly
@@ -103,7 +105,10 @@ fn round_trip_extremes(s: &mut dyn Store) {
     s.write_flows(&flows).unwrap();
     let back = read_all(s, &[v4, v6, mapped]);
     assert_eq!(back, sorted(flows.iter().map(as_stored).collect()));
-    assert_eq!(back.iter().filter(|f| f.bytes == i64::MAX as u64).count(), 6);
+    assert_eq!(
+        back.iter().filter(|f| f.bytes == i64::MAX as u64).count(),
+        6
+    );
     // a mapped address is not the IPv4 address
     assert_eq!(read_all(s, &[ip("203.0.113.9")]).len(), 0);
 
@@ -124,46 +129,84 @@ fn arb_ip() -> impl Strategy<Value = IpAddr> {
 }
 
 fn arb_u64() -> impl Strategy<Value = u64> {
-    prop_oneof![any::<u64>(), 0..100_000u64, Just(u64::MAX), Just(i64::MAX as u64), Just(0)]
+    prop_oneof![
+        any::<u64>(),
+        0..100_000u64,
+        Just(u64::MAX),
+        Just(i64::MAX as u64),
+        Just(0)
+    ]
 }
 
 fn arb_flow(exporters: Vec<IpAddr>) -> impl Strategy<Value = Flow> {
     (
-        (0..6 * HOUR, proptest::sample::select(exporters), any::<u32>(), any::<u32>(), 0..=1u8, any::<u8>()),
-        (arb_ip(), arb_ip(), any::<u16>(), any::<u16>(), arb_u64(), arb_u64(), any::<u8>()),
+        (
+            0..6 * HOUR,
+            proptest::sample::select(exporters),
+            any::<u32>(),
+            any::<u32>(),
+            0..=1u8,
+            any::<u8>(),
+        ),
+        (
+            arb_ip(),
+            arb_ip(),
+            any::<u16>(),
+            any::<u16>(),
+            arb_u64(),
+            arb_u64(),
+            any::<u8>(),
+        ),
     )
-        .prop_map(|((dt, exporter, input_if, output_if, direction, protocol), (src_addr, dst_addr, src_port, dst_port, bytes, packets, tcp_flags))| Flow {
-            ts_micros: T0 + dt,
-            exporter,
-            input_if,
-            output_if,
-            direction,
-            protocol,
-            src_addr,
-            dst_addr,
-            src_port,
-            dst_port,
-            bytes,
-            packets,
-            tcp_flags,
-            ..Flow::default()
-        })
+        .prop_map(
+            |(
+                (dt, exporter, input_if, output_if, direction, protocol),
+                (src_addr, dst_addr, src_port, dst_port, bytes, packets, tcp_flags),
+            )| Flow {
+                ts_micros: T0 + dt,
+                exporter,
+                input_if,
+                output_if,
+                direction,
+                protocol,
+                src_addr,
+                dst_addr,
+                src_port,
+                dst_port,
+                bytes,
+                packets,
+                tcp_flags,
+                ..Flow::default()
+            },
+        )
 }
 
 fn round_trip_random_batches(s: &mut dyn Store) {
     // each case writes into its own 6-hour slot, so cases see only their own flows
     let slot = std::cell::Cell::new(0i64);
     let s = std::cell::RefCell::new(s);
-    let strategy = proptest::collection::vec(arb_ip(), 1..4)
-        .prop_flat_map(|ex| proptest::collection::vec(arb_flow(ex.clone()), 1..150).prop_map(move |f| (ex.clone(), f)));
-    let mut runner = TestRunner::new(Config { cases: 12, failure_persistence: None, ..Config::default() });
+    let strategy = proptest::collection::vec(arb_ip(), 1..4).prop_flat_map(|ex| {
+        proptest::collection::vec(arb_flow(ex.clone()), 1..150).prop_map(move |f| (ex.clone(), f))
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: 12,
+        failure_persistence: None,
+        ..Config::default()
+    });
     runner
         .run(&strategy, |(exporters, flows)| {
             slot.set(slot.get() + 1);
             let shift = slot.get() * 24 * HOUR;
             let mut s = s.borrow_mut();
-            let flows: Vec<Flow> = flows.into_iter().map(|f| Flow { ts_micros: f.ts_micros + shift, ..f }).collect();
-            s.write_flows(&flows).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let flows: Vec<Flow> = flows
+                .into_iter()
+                .map(|f| Flow {
+                    ts_micros: f.ts_micros + shift,
+                    ..f
+                })
+                .collect();
+            s.write_flows(&flows)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
             let back = read(&mut **s, &exporters, T0 + shift - 1, T0 + shift + 6 * HOUR);
             prop_assert_eq!(back, sorted(flows.iter().map(as_stored).collect()));
             Ok(())
@@ -173,14 +216,22 @@ fn round_trip_random_batches(s: &mut dyn Store) {
 
 fn window_is_after_exclusive_upto_inclusive(s: &mut dyn Store) {
     let (a, b) = ("192.0.2.1", "2001:db8::2");
-    let flows: Vec<Flow> = (-1..=61).flat_map(|sec| [flow(T0 + sec * 1_000_000, a), flow(T0 + sec * 1_000_000, b)]).collect();
+    let flows: Vec<Flow> = (-1..=61)
+        .flat_map(|sec| [flow(T0 + sec * 1_000_000, a), flow(T0 + sec * 1_000_000, b)])
+        .collect();
     s.write_flows(&flows).unwrap();
     let (after, upto) = (T0, T0 + 60_000_000);
     let got = read(s, &[ip(a)], after, upto);
     assert_eq!(got.len(), 60);
-    assert!(got.iter().all(|f| f.exporter == ip(a) && f.ts_micros > after && f.ts_micros <= upto));
+    assert!(
+        got.iter()
+            .all(|f| f.exporter == ip(a) && f.ts_micros > after && f.ts_micros <= upto)
+    );
     assert_eq!(read(s, &[ip(a), ip(b)], after, upto).len(), 120);
-    assert_eq!(read(s, &[ip(a), ip(b), ip("192.0.2.200")], after, upto).len(), 120);
+    assert_eq!(
+        read(s, &[ip(a), ip(b), ip("192.0.2.200")], after, upto).len(),
+        120
+    );
     assert!(read(s, &[], after, upto).is_empty());
     assert!(read(s, &[ip(a)], upto, after).is_empty());
     assert!(read(s, &[ip(a)], upto, upto).is_empty());
@@ -189,7 +240,9 @@ fn window_is_after_exclusive_upto_inclusive(s: &mut dyn Store) {
 
 fn window_spanning_many_hours_is_complete(s: &mut dyn Store) {
     // 4 flows an hour for 60 hours, in two batches that each span many hours
-    let flows: Vec<Flow> = (0..240).map(|i| flow(T0 + i * HOUR / 4, "192.0.2.1")).collect();
+    let flows: Vec<Flow> = (0..240)
+        .map(|i| flow(T0 + i * HOUR / 4, "192.0.2.1"))
+        .collect();
     s.write_flows(&flows[..100]).unwrap();
     s.write_flows(&flows[100..]).unwrap();
     let got = read(s, &[ip("192.0.2.1")], T0 + 10 * HOUR - 1, T0 + 50 * HOUR);
@@ -203,7 +256,11 @@ fn stream_stops_on_break(s: &mut dyn Store) {
     let n = s
         .for_each_flow(&[ip("192.0.2.1")], T0 - 1, T0 + 1000, &mut |_| {
             seen += 1;
-            if seen == 10 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if seen == 10 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
     assert_eq!((n, seen), (10, 10));
@@ -212,7 +269,12 @@ fn stream_stops_on_break(s: &mut dyn Store) {
 }
 
 fn max_ts_is_largest_ever_written(s: &mut dyn Store) {
-    s.write_flows(&[flow(T0 + 5, "192.0.2.1"), flow(T0 + 9, "192.0.2.1"), flow(T0 + 7, "192.0.2.1")]).unwrap();
+    s.write_flows(&[
+        flow(T0 + 5, "192.0.2.1"),
+        flow(T0 + 9, "192.0.2.1"),
+        flow(T0 + 7, "192.0.2.1"),
+    ])
+    .unwrap();
     assert_eq!(s.max_ts().unwrap(), Some(T0 + 9));
     s.write_flows(&[flow(T0 + 1, "192.0.2.2")]).unwrap();
     assert_eq!(s.max_ts().unwrap(), Some(T0 + 9));
@@ -220,14 +282,20 @@ fn max_ts_is_largest_ever_written(s: &mut dyn Store) {
     assert_eq!(s.max_ts().unwrap(), Some(T0 + 2 * HOUR));
     s.expire_before(T0 + 10 * HOUR).unwrap();
     assert!(read_all(s, &[ip("192.0.2.1"), ip("192.0.2.2")]).is_empty());
-    assert_eq!(s.max_ts().unwrap(), Some(T0 + 2 * HOUR), "retention does not lower max_ts");
+    assert_eq!(
+        s.max_ts().unwrap(),
+        Some(T0 + 2 * HOUR),
+        "retention does not lower max_ts"
+    );
 }
 
 fn retention_forgets_exactly_before_cutoff_hour(s: &mut dyn Store) {
     let day = 24 * HOUR;
     let start = T0 - T0.rem_euclid(HOUR); // an hour boundary
     // one flow every 20 minutes for 8 days, plus flows on both sides of each hour boundary
-    let mut flows: Vec<Flow> = (0..8 * 72).map(|i| flow(start + i * HOUR / 3, "192.0.2.1")).collect();
+    let mut flows: Vec<Flow> = (0..8 * 72)
+        .map(|i| flow(start + i * HOUR / 3, "192.0.2.1"))
+        .collect();
     flows.extend((1..8 * 24).map(|h| flow(start + h * HOUR - 1, "192.0.2.1")));
     s.write_flows(&flows).unwrap();
     let now = start + 8 * day + HOUR / 2;
@@ -235,13 +303,24 @@ fn retention_forgets_exactly_before_cutoff_hour(s: &mut dyn Store) {
     let cutoff = start + 3 * day;
     assert_eq!(expired.cutoff_micros, cutoff);
     let kept = read_all(s, &[ip("192.0.2.1")]);
-    let expect: Vec<Flow> = flows.iter().filter(|f| f.ts_micros >= cutoff).copied().collect();
+    let expect: Vec<Flow> = flows
+        .iter()
+        .filter(|f| f.ts_micros >= cutoff)
+        .copied()
+        .collect();
     assert_eq!(kept, sorted(expect));
     // cutoff inside an hour keeps that whole hour
     let expired = s.expire_before(cutoff + day + HOUR / 2).unwrap();
     assert_eq!(expired.cutoff_micros, cutoff + day);
-    assert!(read_all(s, &[ip("192.0.2.1")]).iter().all(|f| f.ts_micros >= cutoff + day));
-    assert_eq!(read(s, &[ip("192.0.2.1")], cutoff + day - 1, cutoff + day).len(), 1);
+    assert!(
+        read_all(s, &[ip("192.0.2.1")])
+            .iter()
+            .all(|f| f.ts_micros >= cutoff + day)
+    );
+    assert_eq!(
+        read(s, &[ip("192.0.2.1")], cutoff + day - 1, cutoff + day).len(),
+        1
+    );
     // expiring again removes nothing more
     let before = read_all(s, &[ip("192.0.2.1")]).len();
     s.expire_before(cutoff + day).unwrap();
@@ -258,17 +337,33 @@ fn exporters_upsert_adds_and_saturates(s: &mut dyn Store) {
         lost_packets: 1,
         lost_flows: 0,
     };
-    s.upsert_exporters(&[e("2001:db8::1", T0, T0 + 10, 5), e("192.0.2.9", T0, T0, 1)]).unwrap();
-    s.upsert_exporters(&[e("192.0.2.9", T0 - 100, T0 + 50, 2)]).unwrap();
+    s.upsert_exporters(&[e("2001:db8::1", T0, T0 + 10, 5), e("192.0.2.9", T0, T0, 1)])
+        .unwrap();
+    s.upsert_exporters(&[e("192.0.2.9", T0 - 100, T0 + 50, 2)])
+        .unwrap();
     s.upsert_exporters(&[]).unwrap();
     let list = s.exporters().unwrap();
-    assert_eq!(list, vec![
-        Exporter { lost_packets: 2, ..e("192.0.2.9", T0 - 100, T0 + 50, 3) },
-        e("2001:db8::1", T0, T0 + 10, 5),
-    ]);
+    assert_eq!(
+        list,
+        vec![
+            Exporter {
+                lost_packets: 2,
+                ..e("192.0.2.9", T0 - 100, T0 + 50, 3)
+            },
+            e("2001:db8::1", T0, T0 + 10, 5),
+        ]
+    );
     // counters saturate at i64::MAX rather than fail or wrap
-    s.upsert_exporters(&[Exporter { packets: u64::MAX, ..e("192.0.2.9", T0, T0, 0) }]).unwrap();
-    s.upsert_exporters(&[Exporter { packets: 7, ..e("192.0.2.9", T0, T0, 0) }]).unwrap();
+    s.upsert_exporters(&[Exporter {
+        packets: u64::MAX,
+        ..e("192.0.2.9", T0, T0, 0)
+    }])
+    .unwrap();
+    s.upsert_exporters(&[Exporter {
+        packets: 7,
+        ..e("192.0.2.9", T0, T0, 0)
+    }])
+    .unwrap();
     assert_eq!(s.exporters().unwrap()[0].packets, i64::MAX as u64);
 }
 
@@ -277,15 +372,29 @@ fn job_window_ends(s: &mut dyn Store) {
     s.set_job_window_end("acc1/1min", T0).unwrap();
     s.set_job_window_end("acc1/1h", T0 - HOUR).unwrap();
     s.set_job_window_end("acc1/1min", T0 + 60_000_000).unwrap();
-    assert_eq!(s.job_window_end("acc1/1min").unwrap(), Some(T0 + 60_000_000));
+    assert_eq!(
+        s.job_window_end("acc1/1min").unwrap(),
+        Some(T0 + 60_000_000)
+    );
     assert_eq!(s.job_window_end("acc1/1h").unwrap(), Some(T0 - HOUR));
-    assert!(matches!(s.set_job_window_end("x", i64::MAX), Err(StoreError::TimestampOutOfRange { .. })));
+    assert!(matches!(
+        s.set_job_window_end("x", i64::MAX),
+        Err(StoreError::TimestampOutOfRange { .. })
+    ));
 }
 
 fn out_of_range_timestamp_rejects_whole_batch(s: &mut dyn Store) {
     let batch = [flow(T0, "192.0.2.1"), flow(i64::MAX, "192.0.2.1")];
     let err = s.write_flows(&batch).unwrap_err();
-    assert!(matches!(err, StoreError::TimestampOutOfRange { ts_micros: i64::MAX }), "{err}");
+    assert!(
+        matches!(
+            err,
+            StoreError::TimestampOutOfRange {
+                ts_micros: i64::MAX
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.is_retryable());
     assert!(read_all(s, &[ip("192.0.2.1")]).is_empty());
     assert_eq!(s.max_ts().unwrap(), None);

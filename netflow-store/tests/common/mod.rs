@@ -17,13 +17,20 @@ pub const PG_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn unique_name(kind: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("nfstore_{kind}_{}_{}_{nanos}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "nfstore_{kind}_{}_{}_{nanos}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn pg_admin_config() -> postgres::Config {
     let url = std::env::var(PG_URL_VAR).unwrap_or_else(|_| PG_URL_DEFAULT.to_owned());
-    url.parse().unwrap_or_else(|e| panic!("{PG_URL_VAR}={url:?} is not a PostgreSQL URL: {e}"))
+    url.parse()
+        .unwrap_or_else(|e| panic!("{PG_URL_VAR}={url:?} is not a PostgreSQL URL: {e}"))
 }
 
 pub fn pg_admin() -> postgres::Client {
@@ -43,24 +50,33 @@ pub struct PgDb {
 impl PgDb {
     pub fn new() -> PgDb {
         let name = unique_name("test");
-        pg_admin().batch_execute(&format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+        pg_admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("CREATE DATABASE");
         let mut pg = pg_admin_config();
         pg.dbname(&name);
-        PgDb { name, config: StoreConfig::new(Backend::Postgres(pg)) }
+        PgDb {
+            name,
+            config: StoreConfig::new(Backend::Postgres(Box::new(pg))),
+        }
     }
 
     /// A plain client on the test database, for checks behind the store's back.
     pub fn client(&self) -> postgres::Client {
         let mut pg = pg_admin_config();
         pg.dbname(&self.name);
-        pg.connect(postgres::NoTls).expect("connect to test database")
+        pg.connect(postgres::NoTls)
+            .expect("connect to test database")
     }
 }
 
 impl Drop for PgDb {
     fn drop(&mut self) {
         if let Ok(mut c) = pg_admin_config().connect(postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -122,12 +138,30 @@ pub fn as_stored(f: &Flow) -> Flow {
     }
 }
 
-type Key = ((i64, IpAddr, IpAddr, IpAddr, u32, u32), (u8, u8, u16, u16, u64, u64, u8));
+type Key = (
+    (i64, IpAddr, IpAddr, IpAddr, u32, u32),
+    (u8, u8, u16, u16, u64, u64, u8),
+);
 
 fn key(f: &Flow) -> Key {
     (
-        (f.ts_micros, f.exporter, f.src_addr, f.dst_addr, f.input_if, f.output_if),
-        (f.direction, f.protocol, f.src_port, f.dst_port, f.bytes, f.packets, f.tcp_flags),
+        (
+            f.ts_micros,
+            f.exporter,
+            f.src_addr,
+            f.dst_addr,
+            f.input_if,
+            f.output_if,
+        ),
+        (
+            f.direction,
+            f.protocol,
+            f.src_port,
+            f.dst_port,
+            f.bytes,
+            f.packets,
+            f.tcp_flags,
+        ),
     )
 }
 

@@ -42,10 +42,10 @@ fn run() -> Result<(), grafolean_client::Error> {
             );
         }
         for s in &account.skipped {
-            println!(
-                "  skipped entity {:?} {:?}: {}",
-                s.entity_id, s.name, s.reason
-            );
+            let id = s
+                .entity_id
+                .map_or_else(|| "?".to_owned(), |id| id.to_string());
+            println!("  skipped entity {id} {:?}: {}", s.name, s.reason);
         }
     }
     for (account, why) in &jobs.unavailable {

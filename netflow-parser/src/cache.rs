@@ -1,7 +1,7 @@
 //! The template cache: bounded, scoped per exporter, owned by the caller.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::error::{DecodeError, Limit, TemplateProblem};
 use crate::field::{FieldId, FieldSpec};
@@ -23,6 +23,24 @@ pub struct ExporterKey {
 impl From<IpAddr> for ExporterKey {
     fn from(addr: IpAddr) -> Self {
         ExporterKey { addr, port: 0 }
+    }
+}
+
+impl From<Ipv4Addr> for ExporterKey {
+    fn from(addr: Ipv4Addr) -> Self {
+        ExporterKey {
+            addr: addr.into(),
+            port: 0,
+        }
+    }
+}
+
+impl From<Ipv6Addr> for ExporterKey {
+    fn from(addr: Ipv6Addr) -> Self {
+        ExporterKey {
+            addr: addr.into(),
+            port: 0,
+        }
     }
 }
 
@@ -416,7 +434,6 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     fn key(addr: u8, id: u16) -> TemplateKey {
         TemplateKey {

@@ -1,0 +1,138 @@
+//! `netflow-decode`: decode every NetFlow/IPFIX datagram of a capture into JSON lines.
+
+use std::io::Write;
+use std::path::Path;
+
+use netflow_wire::{DecodeError, Decoder, ExporterKey, Limits};
+
+use crate::capture::{self, CaptureStats};
+use crate::flowjson;
+
+/// What a decode run saw, printed as the summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// What the capture held.
+    pub capture: CaptureStats,
+    /// UDP datagrams decoded as NetFlow (after the port filter).
+    pub packets: u64,
+    /// Datagrams whose header could not be decoded.
+    pub bad_packets: u64,
+    /// Data records decoded (flows and options records).
+    pub records: u64,
+    /// Flow records printed.
+    pub flows: u64,
+    /// Data records that are not flows (options data, no addresses).
+    pub other_records: u64,
+    /// Data sets that arrived before their template (decoded later if it came).
+    pub template_misses: u64,
+    /// Data sets lost: their template never came, or the pending buffer was full.
+    pub sets_lost: u64,
+    /// Other per-set problems (bad templates, limits, trailing bytes...).
+    pub set_errors: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "packets {} (bad {}), records {}, flows {}, other records {}, template misses {}, sets lost {}, errors {}; capture: {} frames, {} UDP, {} not UDP, {} unreadable",
+            self.packets,
+            self.bad_packets,
+            self.records,
+            self.flows,
+            self.other_records,
+            self.template_misses,
+            self.sets_lost,
+            self.set_errors,
+            self.capture.frames,
+            self.capture.udp,
+            self.capture.not_udp,
+            self.capture.unreadable
+        )
+    }
+}
+
+/// Decodes `file` (datagrams to `port` only, when given) with one template cache, writing one
+/// JSON line per flow record to `out`. Exporters are keyed by address, or by address and port
+/// with `key_by_port`. Problems are written to `log`, one line each.
+pub fn run(
+    file: &Path,
+    port: Option<u16>,
+    key_by_port: bool,
+    out: &mut impl Write,
+    log: &mut impl Write,
+) -> anyhow::Result<Summary> {
+    let mut decoder = Decoder::new(Limits::default());
+    let mut s = Summary::default();
+    let mut io_err = None;
+    s.capture = capture::for_each_udp(file, |d| {
+        if io_err.is_some() || port.is_some_and(|p| p != d.dst.port()) {
+            return;
+        }
+        s.packets += 1;
+        let key = if key_by_port {
+            ExporterKey::from(d.src)
+        } else {
+            ExporterKey::from(d.src.ip())
+        };
+        let decoded = match decoder.decode(key, d.ts_micros, d.payload) {
+            Ok(x) => x,
+            Err(e) => {
+                s.bad_packets += 1;
+                let _ = writeln!(log, "{} -> {}: {e}", d.src, d.dst);
+                return;
+            }
+        };
+        for issue in decoded.issues() {
+            match issue {
+                DecodeError::TemplateMissing { .. } => s.template_misses += 1,
+                DecodeError::PendingDropped { .. } => {
+                    s.template_misses += 1;
+                    s.sets_lost += 1;
+                }
+                _ => s.set_errors += 1,
+            }
+            if !matches!(issue, DecodeError::TemplateMissing { .. }) {
+                let _ = writeln!(log, "{} -> {}: {issue}", d.src, d.dst);
+            }
+        }
+        for e in decoded.expired() {
+            s.sets_lost += 1;
+            let _ = writeln!(
+                log,
+                "data set of template {} ({} bytes) lost: template never arrived",
+                e.key, e.bytes
+            );
+        }
+        for set in decoded.data_sets() {
+            let ctx = set.context();
+            for r in set.records() {
+                s.records += 1;
+                match r.flow(ctx) {
+                    Some(f) => {
+                        s.flows += 1;
+                        if let Err(e) =
+                            flowjson::write_flow(out, &ctx.header, set.key().template_id, &f)
+                        {
+                            io_err = Some(e);
+                            return;
+                        }
+                    }
+                    None => s.other_records += 1,
+                }
+            }
+        }
+    })?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    for e in decoder.expire(i64::MAX) {
+        s.sets_lost += 1;
+        writeln!(
+            log,
+            "data set of template {} ({} bytes) lost: template never arrived",
+            e.key, e.bytes
+        )?;
+    }
+    Ok(s)
+}

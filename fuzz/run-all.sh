@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS seconds each (default 600), one after the other, and prints
+# each run's final libFuzzer stats line. Stable toolchains need RUSTC_BOOTSTRAP=1 for cargo fuzz.
+set -uo pipefail
+cd "$(dirname "$0")"
+secs=${1:-600}
+python3 seed.py
+for t in v5 v9 ipfix normalize snapshot; do
+  RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 \
+    > "logs/$t.log" 2>&1
+  rc=$?
+  echo "$t rc=$rc $(grep -E 'stat::number_of_executed_units' "logs/$t.log" | tail -1) $(grep -E '^#[0-9]+.*DONE' "logs/$t.log" | tail -1)"
+  [ $rc -eq 0 ] || { grep -E "panicked|ERROR|SUMMARY" "logs/$t.log" | head -5; }
+done

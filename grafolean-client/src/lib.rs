@@ -1,4 +1,5 @@
 //! A blocking client for the parts of the [Grafolean](https://grafolean.com) HTTP API that a
+#![forbid(unsafe_code)]
 //! NetFlow bot uses, and an in-process stand-in backend for tests.
 //!
 //! # Guarantees

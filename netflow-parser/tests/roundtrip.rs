@@ -1,0 +1,247 @@
+//! Property tests: random templates and flows, encoded with `emit` and decoded back, give exactly
+//! what was encoded; arbitrary and mutated bytes never panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netflow_wire::emit::{self, Message};
+use netflow_wire::{Decoder, FieldId, FieldSpec, Flow, Header, Limits};
+use proptest::prelude::*;
+
+/// One field of a random template, and what the decoder must read from it.
+#[derive(Debug, Clone, Copy)]
+struct Pick {
+    spec: FieldSpec,
+}
+
+fn mask(len: u16) -> u64 {
+    if len >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * len)) - 1
+    }
+}
+
+/// Fields with random lengths in random order; always a v4 or v6 address pair.
+fn template(v6: bool) -> impl Strategy<Value = Vec<Pick>> {
+    let counter = |id| (1u16..=8).prop_map(move |len| FieldSpec::new(id, len));
+    let optional = prop::collection::vec(
+        prop_oneof![
+            counter(FieldId::IN_BYTES),
+            counter(FieldId::IN_PKTS),
+            (1u16..=2).prop_map(|l| FieldSpec::new(FieldId::L4_SRC_PORT, l)),
+            Just(FieldSpec::new(FieldId::L4_DST_PORT, 2)),
+            Just(FieldSpec::new(FieldId::PROTOCOL, 1)),
+            prop_oneof![Just(2u16), Just(4)].prop_map(|l| FieldSpec::new(FieldId::INPUT_SNMP, l)),
+            prop_oneof![Just(2u16), Just(4)].prop_map(|l| FieldSpec::new(FieldId::OUTPUT_SNMP, l)),
+            Just(FieldSpec::new(FieldId::DIRECTION, 1)),
+            Just(FieldSpec::new(FieldId::TCP_FLAGS, 1)),
+            Just(FieldSpec::new(FieldId::FLOW_START_MILLISECONDS, 8)),
+            Just(FieldSpec::new(FieldId::FLOW_END_MILLISECONDS, 8)),
+            // Unknown and vendor ids, any length: skipped by length.
+            (200u16..30000, 1u16..=24).prop_map(|(id, len)| FieldSpec::new(FieldId(id), len)),
+        ],
+        0..12,
+    );
+    (optional, any::<prop::sample::Index>()).prop_map(move |(mut fields, at)| {
+        // First occurrence wins in the decoder; keep one of each id so expectations are simple.
+        let mut seen = std::collections::HashSet::new();
+        fields.retain(|f| seen.insert(f.id));
+        let (src, dst, len) = if v6 {
+            (FieldId::IPV6_SRC_ADDR, FieldId::IPV6_DST_ADDR, 16)
+        } else {
+            (FieldId::IPV4_SRC_ADDR, FieldId::IPV4_DST_ADDR, 4)
+        };
+        let i = at.index(fields.len() + 1);
+        fields.insert(i, FieldSpec::new(src, len));
+        fields.insert(0, FieldSpec::new(dst, len));
+        fields.into_iter().map(|spec| Pick { spec }).collect()
+    })
+}
+
+fn flow(v6: bool) -> impl Strategy<Value = Flow> {
+    let addr = move || {
+        if v6 {
+            any::<u128>()
+                .prop_map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+                .boxed()
+        } else {
+            any::<u32>()
+                .prop_map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+                .boxed()
+        }
+    };
+    (
+        addr(),
+        addr(),
+        any::<(u64, u64, u16, u16, u8, u32, u32, u8, u8)>(),
+        any::<(u64, u64)>(),
+    )
+        .prop_map(
+            |(src, dst, (bytes, packets, sp, dp, proto, i, o, dir, flags), (start, end))| Flow {
+                src_addr: src,
+                dst_addr: dst,
+                bytes,
+                packets,
+                src_port: sp,
+                dst_port: dp,
+                protocol: proto,
+                input_if: i,
+                output_if: o,
+                direction: dir,
+                tcp_flags: flags,
+                start_ms: start,
+                end_ms: end,
+                ..Flow::default()
+            },
+        )
+}
+
+/// What the decoder must give back for `f` written with this template.
+fn expected(f: &Flow, fields: &[Pick], exporter: IpAddr, ts: i64) -> Flow {
+    let has = |id| fields.iter().find(|p| p.spec.id == id).map(|p| p.spec.len);
+    let cut = |id, v: u64| has(id).map_or(0, |len| v & mask(len));
+    Flow {
+        ts_micros: ts,
+        exporter,
+        src_addr: f.src_addr,
+        dst_addr: f.dst_addr,
+        bytes: cut(FieldId::IN_BYTES, f.bytes),
+        packets: cut(FieldId::IN_PKTS, f.packets),
+        src_port: cut(FieldId::L4_SRC_PORT, u64::from(f.src_port)) as u16,
+        dst_port: cut(FieldId::L4_DST_PORT, u64::from(f.dst_port)) as u16,
+        protocol: cut(FieldId::PROTOCOL, u64::from(f.protocol)) as u8,
+        input_if: cut(FieldId::INPUT_SNMP, u64::from(f.input_if)) as u32,
+        output_if: cut(FieldId::OUTPUT_SNMP, u64::from(f.output_if)) as u32,
+        direction: cut(FieldId::DIRECTION, u64::from(f.direction)) as u8,
+        tcp_flags: cut(FieldId::TCP_FLAGS, u64::from(f.tcp_flags)) as u8,
+        start_ms: cut(FieldId::FLOW_START_MILLISECONDS, f.start_ms),
+        end_ms: cut(FieldId::FLOW_END_MILLISECONDS, f.end_ms),
+        sampling_interval: 1,
+    }
+}
+
+/// A random packet: one or two templates (v4 and/or v6) and their data sets, random padding.
+fn packet() -> impl Strategy<Value = (u16, Vec<(Vec<Pick>, Vec<Flow>, usize)>, u32, u32)> {
+    let set = |v6: bool| {
+        (
+            template(v6),
+            prop::collection::vec(flow(v6), 0..30),
+            0usize..4,
+        )
+            .prop_map(|(t, f, pad)| (t, f, pad))
+    };
+    (
+        prop_oneof![Just(9u16), Just(10)],
+        prop::collection::vec(any::<bool>().prop_flat_map(set), 1..3),
+        any::<u32>(),
+        any::<u32>(),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    #[test]
+    fn v9_and_ipfix_round_trip((version, sets, seq, domain) in packet()) {
+        let header = Header { version, sequence: seq, source_id: domain, sys_uptime_ms: Some(5000), export_secs: 1_700_000_000, ..Header::default() };
+        let mut buf = Vec::new();
+        let mut m = Message::new(&mut buf, &header);
+        m.set(if version == 9 { 0 } else { 2 });
+        for (i, (fields, _, _)) in sets.iter().enumerate() {
+            let specs: Vec<FieldSpec> = fields.iter().map(|p| p.spec).collect();
+            m.template(256 + i as u16, &specs);
+        }
+        for (i, (fields, flows, pad)) in sets.iter().enumerate() {
+            let specs: Vec<FieldSpec> = fields.iter().map(|p| p.spec).collect();
+            m.set(256 + i as u16);
+            for f in flows {
+                m.flow(&specs, f, &header);
+            }
+            m.pad(*pad);
+        }
+        let len = m.finish();
+        prop_assume!(len.is_ok()); // sets over 64 KiB cannot be expressed
+        let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+        let mut d = Decoder::new(Limits::default());
+        let decoded = d.decode(exporter, 77, &buf).unwrap();
+        prop_assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+        let h = decoded.header();
+        prop_assert_eq!((h.version, h.sequence, h.source_id), (version, seq, domain));
+        let got: Vec<Flow> = decoded.flows().collect();
+        let want: Vec<Flow> = sets.iter().flat_map(|(fields, flows, _)| flows.iter().map(|f| expected(f, fields, exporter, 77))).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn v5_round_trip(flows in prop::collection::vec(flow(false), 0..=30), seq in any::<u32>(), uptime in any::<u32>()) {
+        let header = Header { version: 5, sequence: seq, sys_uptime_ms: Some(uptime), export_secs: 1_700_000_000, export_nanos: 5_000_000, source_id: 0x0102, sampling: 0x4005, ..Header::default() };
+        // v5 fields are 32-bit counters, 16-bit interfaces; times are uptime-relative (within 24 days).
+        let export_ms = header.export_ms();
+        let flows: Vec<Flow> = flows.into_iter().map(|f| Flow {
+            bytes: f.bytes & 0xffff_ffff,
+            packets: f.packets & 0xffff_ffff,
+            input_if: f.input_if & 0xffff,
+            output_if: f.output_if & 0xffff,
+            direction: 0,
+            start_ms: export_ms - f.start_ms % 2_000_000_000,
+            end_ms: export_ms - f.end_ms % 2_000_000_000,
+            ..f
+        }).collect();
+        let mut buf = Vec::new();
+        emit::v5(&mut buf, &header, &flows).unwrap();
+        let mut d = Decoder::default();
+        let exporter = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let decoded = d.decode(exporter, 5, &buf).unwrap();
+        let mut h = decoded.header();
+        h.count = 0;
+        prop_assert_eq!(h, Header { count: 0, ..header });
+        let got: Vec<Flow> = decoded.flows().collect();
+        let want: Vec<Flow> = flows.iter().map(|f| Flow { ts_micros: 5, exporter, sampling_interval: 5, ..*f }).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), version in prop_oneof![Just(5u16), Just(9), Just(10), any::<u16>()]) {
+        let mut bytes = bytes;
+        if bytes.len() >= 2 {
+            bytes[..2].copy_from_slice(&version.to_be_bytes());
+        }
+        let mut d = Decoder::default();
+        for _ in 0..2 {
+            if let Ok(decoded) = d.decode(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, &bytes) {
+                for set in decoded.data_sets() {
+                    for r in set.records() {
+                        let _ = r.flow(set.context());
+                        let _ = r.fields().count();
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_valid_packets_never_panic((version, sets, seq, domain) in packet(), flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let header = Header { version, sequence: seq, source_id: domain, ..Header::default() };
+        let mut buf = Vec::new();
+        let mut m = Message::new(&mut buf, &header);
+        m.set(if version == 9 { 0 } else { 2 });
+        for (i, (fields, _, _)) in sets.iter().enumerate() {
+            let specs: Vec<FieldSpec> = fields.iter().map(|p| p.spec).collect();
+            m.template(256 + i as u16, &specs);
+            m.set(256 + i as u16);
+            for f in &sets[i].1 {
+                m.flow(&specs, f, &header);
+            }
+            m.set(if version == 9 { 0 } else { 2 });
+        }
+        let _ = m.finish();
+        for (at, v) in flips {
+            let i = at.index(buf.len());
+            buf[i] = v;
+        }
+        let mut d = Decoder::default();
+        if let Ok(decoded) = d.decode(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, &buf) {
+            let _ = decoded.flows().count();
+        }
+    }
+}

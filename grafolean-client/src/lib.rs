@@ -1,5 +1,4 @@
 //! A blocking client for the parts of the [Grafolean](https://grafolean.com) HTTP API that a
-#![forbid(unsafe_code)]
 //! NetFlow bot uses, and an in-process stand-in backend for tests.
 //!
 //! # Guarantees
@@ -75,6 +74,7 @@
 //!   and value validation, 500 on a repeated path) with fault knobs, for end-to-end tests.
 //! * `platform-certs`: verify HTTPS servers with the operating system's certificate store.
 //!   Without it, HTTPS uses the bundled Mozilla roots (`webpki-roots`).
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 #![doc(test(attr(deny(warnings))))]

@@ -176,7 +176,9 @@ pub trait Store: Send + std::fmt::Debug {
 
     /// Creates the hourly partitions from the hour before `now_micros` to
     /// [`StoreConfig::partitions_ahead`] hours after it, so that writes in that span never
-    /// wait on DDL. A no-op on SQLite.
+    /// wait on DDL, and summarizes the BRIN index of the current and previous hour so that
+    /// window queries read only the blocks of their window. Call it about once a minute from
+    /// the writer. A no-op on SQLite.
     fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError>;
 
     /// Forgets every flow with `ts` before the start of the hour `cutoff_micros` falls in.

@@ -20,6 +20,9 @@ impl From<postgres::Error> for StoreError {
     }
 }
 
+/// Rows fetched per round trip by [`Store::for_each_flow`] (about 2 MB of row data).
+const FETCH_ROWS: i32 = 20_000;
+
 /// One flow as the SQL types of the flow table.
 #[derive(Debug)]
 pub(crate) struct PgRow {
@@ -133,6 +136,7 @@ struct Sql {
     job_get: String,
     job_set: String,
     partitions: String,
+    summarize: String,
     migrations_table: String,
 }
 
@@ -178,6 +182,12 @@ impl Sql {
             partitions: format!(
                 "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
                  WHERE i.inhparent = to_regclass('{p}flows')"
+            ),
+            summarize: format!(
+                "SELECT brin_summarize_new_values(i.inhrelid) FROM pg_inherits i \
+                 JOIN pg_index x ON x.indexrelid = i.inhrelid \
+                 WHERE i.inhparent = to_regclass('{p}flows_ts_brin') \
+                 AND x.indrelid IN (to_regclass($1), to_regclass($2))"
             ),
             migrations_table: format!(
                 "CREATE TABLE IF NOT EXISTS {p}schema_migrations (\
@@ -466,15 +476,35 @@ impl Store for PgStore {
         let (after, upto) = (micros_to_time(after)?, micros_to_time(upto)?);
         let sql = &self.sql;
         self.conn.run(|client| {
-            let params: [&(dyn ToSql + Sync); 3] = [&exporters, &after, &upto];
-            let mut rows = client.query_raw(&sql.window, params)?;
+            let mut tx = client.transaction()?;
+            // Without fresh statistics on a partition being filled, the planner believes the
+            // BRIN index useless (no correlation known) and scans the whole hour for a
+            // one-minute window. A bitmap scan is never much worse than a sequential one
+            // here (for whole partitions it reads the same pages in order), so forbid the
+            // sequential scan for this transaction only.
+            tx.batch_execute("SET LOCAL enable_seqscan = off")?;
+            let stmt = tx.prepare(&sql.window)?;
+            // a portal (server-side cursor) fetched in chunks: memory stays bounded and an
+            // early Break stops the server too
+            let portal = tx.bind(&stmt, &[&exporters, &after, &upto])?;
             let mut n = 0;
-            while let Some(row) = rows.next()? {
-                n += 1;
-                if f(&flow_from_row(&row)?).is_break() {
+            loop {
+                let mut rows = tx.query_portal_raw(&portal, FETCH_ROWS)?;
+                let mut fetched = 0;
+                while let Some(row) = rows.next()? {
+                    fetched += 1;
+                    n += 1;
+                    if f(&flow_from_row(&row)?).is_break() {
+                        drop(rows);
+                        tx.commit()?;
+                        return Ok(n);
+                    }
+                }
+                if fetched < FETCH_ROWS {
                     break;
                 }
             }
+            tx.commit()?;
             Ok(n)
         })
     }
@@ -560,11 +590,19 @@ impl Store for PgStore {
             .saturating_add(i64::from(self.partitions_ahead))
             .min(partition::hour_of(MAX_TS_MICROS));
         let first = (now - 1).max(partition::hour_of(MIN_TS_MICROS));
-        if (first..=last).all(|h| self.partitions.contains(&h)) {
-            return Ok(());
+        if !(first..=last).all(|h| self.partitions.contains(&h)) {
+            self.refresh_partitions()?;
+            self.create_partitions(first..=last)?;
         }
-        self.refresh_partitions()?;
-        self.create_partitions(first..=last)
+        // Summarize the BRIN ranges written since the last call in the hours being filled, so
+        // that a window query skips the older blocks of its partition instead of scanning every
+        // unsummarized range (autovacuum would summarize them only after ~20% growth).
+        let sql = &self.sql;
+        let tables = [sql.partition_name(now - 1), sql.partition_name(now)];
+        self.conn.run(|client| {
+            client.execute(&sql.summarize, &[&tables[0], &tables[1]])?;
+            Ok(())
+        })
     }
 
     fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError> {

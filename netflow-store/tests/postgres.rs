@@ -377,3 +377,50 @@ fn server_restart_mid_run() {
     assert!(tries >= 1, "the restart went unnoticed");
     assert_eq!(count(&mut db.client()), 2000);
 }
+
+#[test]
+fn window_query_reads_only_its_blocks_through_brin() {
+    let db = PgDb::new();
+    let mut s = PgStore::open(&db.config).unwrap();
+    // one hour partition filled with 60 minutes x 2000 flows, in ts order
+    let per_min = 2000;
+    let flows: Vec<_> = (0..60 * per_min)
+        .map(|i| flow(H0 + i * 60_000_000 / per_min, "192.0.2.1"))
+        .collect();
+    for chunk in flows.chunks(10_000) {
+        s.write_flows(chunk).unwrap();
+    }
+    s.ensure_partitions(H0 + 59 * 60_000_000).unwrap(); // summarizes the BRIN ranges
+    let mut c = db.client();
+    let (after, upto) = (H0 + 30 * 60_000_000, H0 + 31 * 60_000_000);
+    // the session setting for_each_flow uses
+    c.batch_execute("SET enable_seqscan = off").unwrap();
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN (ANALYZE, COSTS OFF) SELECT * FROM netflow_flows WHERE exporter = ANY($1) \
+             AND ts > to_timestamp($2::float8 / 1e6) AND ts <= to_timestamp($3::float8 / 1e6)",
+            &[&vec![ip("192.0.2.1")], &(after as f64), &(upto as f64)],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    eprintln!("{plan}");
+    assert!(
+        plan.contains("Bitmap Index Scan on netflow_flows_p2023111422_ts_idx"),
+        "{plan}"
+    );
+    let removed: i64 = plan
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Rows Removed by Index Recheck: "))
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(
+        removed < 10_000,
+        "BRIN let {removed} rows of other minutes through:\n{plan}"
+    );
+    assert_eq!(
+        common::read(&mut s, &[ip("192.0.2.1")], after, upto).len(),
+        per_min as usize
+    );
+}

@@ -1,0 +1,361 @@
+//! The bot: jobs from Grafolean, windows from the store, values to Grafolean; maintenance.
+//!
+//! * One aggregation job per account and [`Interval`], staggered so that they do not all fire
+//!   together. A job's window is (previous window end, current max ts]; the end is persisted
+//!   per job in the store, so restarts neither lose nor double-count. A job without a previous
+//!   end takes the last period before the max ts. The window end advances only after the
+//!   values were accepted; a failed POST is retried with backoff, and if it still fails the
+//!   next run covers the missed time too.
+//! * Jobs run one after the other on one thread, so a job that overruns is never started twice
+//!   at once; an overdue job runs once and is rescheduled from now.
+//! * Maintenance: retention every hour; every 2 minutes, exporters seen in the store that an
+//!   account has no device entity for are suggested to it (once per account and address).
+
+pub mod aggregate;
+pub mod table;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use grafolean_client::{AccountId, AccountJobs, Client, NewEntity};
+use netflow_store::{Store, StoreError};
+use tracing::{debug, info, warn};
+
+pub use aggregate::{Interval, Window};
+
+use crate::Error;
+use crate::stats::{self, Counters};
+
+/// Bot settings.
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// Re-read the jobs this often.
+    pub jobs_refresh: Duration,
+    /// Run every aggregation job once, then return (no maintenance, no schedule).
+    pub once: bool,
+    /// Extra attempts of a failed values POST within one run (after the client's own).
+    pub post_attempts: u32,
+    /// First delay between those attempts (doubles).
+    pub post_backoff: Duration,
+    /// How often to suggest new exporters.
+    pub suggest_every: Duration,
+    /// How often to apply retention.
+    pub retention_every: Duration,
+}
+
+impl Default for BotConfig {
+    fn default() -> BotConfig {
+        BotConfig {
+            jobs_refresh: Duration::from_secs(60),
+            once: false,
+            post_attempts: 3,
+            post_backoff: Duration::from_secs(1),
+            suggest_every: Duration::from_secs(120),
+            retention_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The stable id under which a job's window end is stored.
+pub fn job_id(account: AccountId, interval: Interval) -> String {
+    format!("grafolean/{}/{}", account.0, interval.label())
+}
+
+/// Delay of a job's first run after start: spread over the first minute (1min jobs within
+/// 15 s), different per account and interval, so that jobs do not fire together.
+pub fn stagger(account: AccountId, interval: Interval) -> Duration {
+    let a = account.0.unsigned_abs();
+    let idx = Interval::ALL
+        .iter()
+        .position(|i| *i == interval)
+        .unwrap_or(0) as u64;
+    let secs = match interval {
+        Interval::M1 => a % 15,
+        _ => (15 + idx * 9 + a % 7) % 60,
+    };
+    Duration::from_secs(secs)
+}
+
+/// The outcome of one aggregation job run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// The store holds no flows yet: nothing sent, nothing recorded.
+    NoData,
+    /// Values sent and the window end recorded.
+    Sent {
+        /// Flows in the window.
+        flows: u64,
+        /// Values posted.
+        values: usize,
+    },
+}
+
+/// Aggregates the window of one job and returns it with the window's end, without sending.
+pub fn aggregate_window(
+    store: &mut dyn Store,
+    job: &str,
+    interval: Interval,
+    exporters: &[IpAddr],
+) -> Result<Option<(Window, i64)>, StoreError> {
+    let Some(upto) = store.max_ts()? else {
+        return Ok(None);
+    };
+    let period = i64::try_from(interval.secs()).unwrap_or(60) * 1_000_000;
+    let after = store
+        .job_window_end(job)?
+        .unwrap_or(upto.saturating_sub(period));
+    let mut w = Window::new();
+    if upto > after {
+        store.for_each_flow(exporters, after, upto, &mut |f| {
+            w.add(f);
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok(Some((w, upto.max(after))))
+}
+
+/// The bot.
+#[derive(Debug)]
+pub struct Bot {
+    client: Client,
+    store: Box<dyn Store>,
+    cfg: BotConfig,
+    counters: Arc<Counters>,
+    accounts: Vec<AccountJobs>,
+    next_run: BTreeMap<(AccountId, Interval), Instant>,
+    suggested: HashSet<(AccountId, IpAddr)>,
+    forbidden: HashSet<AccountId>,
+}
+
+impl Bot {
+    /// A bot sending through `client` and reading `store`.
+    pub fn new(
+        client: Client,
+        store: Box<dyn Store>,
+        cfg: BotConfig,
+        counters: Arc<Counters>,
+    ) -> Bot {
+        Bot {
+            client,
+            store,
+            cfg,
+            counters,
+            accounts: Vec::new(),
+            next_run: BTreeMap::new(),
+            suggested: HashSet::new(),
+            forbidden: HashSet::new(),
+        }
+    }
+
+    /// Re-reads the job configuration; keeps the previous one on error.
+    pub fn refresh_jobs(&mut self) -> Result<(), Error> {
+        let cfg = self.client.job_config()?;
+        for (account, e) in &cfg.unavailable {
+            warn!(account = %account.id, error = %e, "account skipped: cannot read its entities");
+        }
+        let now = Instant::now();
+        let mut keys = BTreeSet::new();
+        for a in &cfg.accounts {
+            for i in Interval::ALL {
+                keys.insert((a.account.id, i));
+                self.next_run
+                    .entry((a.account.id, i))
+                    .or_insert_with(|| now + stagger(a.account.id, i));
+            }
+        }
+        self.next_run.retain(|k, _| keys.contains(k));
+        let entities: usize = cfg.accounts.iter().map(|a| a.entities.len()).sum();
+        debug!(accounts = cfg.accounts.len(), entities, "jobs refreshed");
+        self.accounts = cfg.accounts;
+        Ok(())
+    }
+
+    /// Runs one job now: aggregate, post (with retries), record the window end.
+    pub fn run_job(
+        &mut self,
+        account: &AccountJobs,
+        interval: Interval,
+    ) -> Result<JobOutcome, Error> {
+        let id = job_id(account.account.id, interval);
+        let entities: Vec<(i64, IpAddr)> = account
+            .entities
+            .iter()
+            .map(|e| (e.entity_id.0, e.exporter))
+            .collect();
+        let exporters: Vec<IpAddr> = entities
+            .iter()
+            .map(|e| e.1)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let started = Instant::now();
+        let Some((window, upto)) =
+            aggregate_window(self.store.as_mut(), &id, interval, &exporters)?
+        else {
+            return Ok(JobOutcome::NoData);
+        };
+        let batch = window
+            .values(interval.label(), &entities)
+            .map_err(|e| Error::Setting("value path", e.to_string()))?;
+        let aggregated = started.elapsed();
+        let mut delay = self.cfg.post_backoff;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.client.post_values(account.account.id, &batch) {
+                Ok(r) => {
+                    stats::add(&self.counters.values_sent, r.values as u64);
+                    break;
+                }
+                Err(e) if e.is_transient() && attempt < self.cfg.post_attempts => {
+                    warn!(job = %id, attempt, error = %e, "values POST failed; retrying");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => {
+                    stats::add(&self.counters.post_errors, 1);
+                    return Err(e.into());
+                }
+            }
+        }
+        self.store.set_job_window_end(&id, upto)?;
+        stats::add(&self.counters.jobs_run, 1);
+        info!(job = %id, flows = window.flows(), values = batch.len(), ?aggregated, total = ?started.elapsed(), "window sent");
+        Ok(JobOutcome::Sent {
+            flows: window.flows(),
+            values: batch.len(),
+        })
+    }
+
+    /// Runs every job of every account once (the `--once` mode and tests).
+    pub fn run_all_once(&mut self) -> Result<(), Error> {
+        let accounts = self.accounts.clone();
+        let mut first_err = None;
+        for a in &accounts {
+            for i in Interval::ALL {
+                if let Err(e) = self.run_job(a, i) {
+                    warn!(account = %a.account.id, interval = i.label(), error = %e, "job failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Suggests exporters the store knows to every account lacking a device entity for them.
+    pub fn suggest_exporters(&mut self) -> Result<usize, Error> {
+        let known: Vec<IpAddr> = self
+            .store
+            .exporters()?
+            .into_iter()
+            .map(|e| e.addr)
+            .collect();
+        let mut n = 0;
+        for a in &self.accounts {
+            let id = a.account.id;
+            if self.forbidden.contains(&id) {
+                continue;
+            }
+            for addr in &known {
+                if a.device_addresses.contains(addr) || self.suggested.contains(&(id, *addr)) {
+                    continue;
+                }
+                match self
+                    .client
+                    .suggest_entity(id, &NewEntity::netflow_exporter(*addr))
+                {
+                    Ok(eid) => {
+                        info!(account = %id, %addr, entity = %eid, "new exporter suggested as an entity");
+                        self.suggested.insert((id, *addr));
+                        n += 1;
+                    }
+                    Err(grafolean_client::Error::Forbidden { .. }) => {
+                        warn!(account = %id, "this bot may not create entities (an account bot): exporter suggestions off for this account");
+                        self.forbidden.insert(id);
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(account = %id, %addr, error = %e, "cannot suggest an exporter");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Waits for the backend, then runs jobs and maintenance until `stop`.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), Error> {
+        self.client.wait_until_ready(None)?;
+        let profile = self.client.profile()?;
+        info!(bot = %profile.user_id, "connected to Grafolean");
+        self.refresh_jobs()?;
+        if self.cfg.once {
+            return self.run_all_once();
+        }
+        let mut next_refresh = Instant::now() + self.cfg.jobs_refresh;
+        let mut next_suggest = Instant::now() + Duration::from_secs(5);
+        let mut next_retention = Instant::now() + Duration::from_secs(30);
+        while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_refresh {
+                if let Err(e) = self.refresh_jobs() {
+                    warn!(error = %e, "cannot refresh jobs; keeping the previous ones");
+                }
+                next_refresh = now + self.cfg.jobs_refresh;
+            }
+            let due: Vec<(AccountId, Interval)> = self
+                .next_run
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            for (aid, interval) in due {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Some(account) = self.accounts.iter().find(|a| a.account.id == aid).cloned()
+                else {
+                    continue;
+                };
+                let period = Duration::from_secs(interval.secs());
+                let retry = match self.run_job(&account, interval) {
+                    Ok(JobOutcome::NoData) => Some(Duration::from_secs(5)),
+                    Ok(JobOutcome::Sent { .. }) => None,
+                    Err(e) => {
+                        warn!(account = %aid, interval = interval.label(), error = %e, "job failed; the next run covers its window");
+                        None
+                    }
+                };
+                if let Some(t) = self.next_run.get_mut(&(aid, interval)) {
+                    // From the planned time, or from now when overdue: never twice at once.
+                    let planned = *t + period;
+                    *t = match retry {
+                        Some(r) => Instant::now() + r.min(period),
+                        None if planned > Instant::now() => planned,
+                        None => Instant::now() + period,
+                    };
+                }
+            }
+            if Instant::now() >= next_suggest {
+                if let Err(e) = self.suggest_exporters() {
+                    warn!(error = %e, "exporter suggestion failed");
+                }
+                next_suggest = Instant::now() + self.cfg.suggest_every;
+            }
+            if Instant::now() >= next_retention {
+                match self.store.expire(stats::now_micros()) {
+                    Ok(x) => debug!(?x, "retention applied"),
+                    Err(e) => warn!(error = %e, "retention failed"),
+                }
+                next_retention = Instant::now() + self.cfg.retention_every;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,579 @@
+//! The writer: datagrams in, normalized flows out to the store, in batches.
+//!
+//! One [`Decoder`] (one template cache for every exporter), a [`SequenceTracker`] per exporter
+//! and source id, batches flushed by size or after at most [`WriterConfig::flush_interval`],
+//! exporters recorded in the store. While the store is unreachable, batches wait in memory up
+//! to [`WriterConfig::max_buffered_flows`], then in the on-disk [`Spool`]; they are written, oldest
+//! first, when it is back. Templates are saved to [`WriterConfig::templates_file`] and loaded at
+//! start, so that data arriving before the exporters' next template refresh is still decoded.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netflow_store::{Exporter, Store};
+use netflow_wire::{
+    DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
+};
+use tracing::{debug, info, warn};
+
+use crate::collector::QueueRx;
+use crate::frame::Datagram;
+use crate::spool::Spool;
+use crate::stats::{self, Counters, RateLimit};
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Flows per store batch.
+    pub batch_flows: usize,
+    /// Longest time a flow waits before its batch is written.
+    pub flush_interval: Duration,
+    /// Flows held in memory while the store is down; older batches then go to the spool.
+    pub max_buffered_flows: usize,
+    /// Spool directory.
+    pub spool_dir: PathBuf,
+    /// Spool size limit in bytes.
+    pub spool_max_bytes: u64,
+    /// Template cache snapshot file (`None`: not persisted).
+    pub templates_file: Option<PathBuf>,
+}
+
+impl WriterConfig {
+    /// Defaults with the state (templates, spool) in `state_dir`.
+    pub fn new(state_dir: &std::path::Path) -> WriterConfig {
+        WriterConfig {
+            batch_flows: 20_000,
+            flush_interval: Duration::from_secs(1),
+            max_buffered_flows: 500_000,
+            spool_dir: state_dir.join("netflow-spool"),
+            spool_max_bytes: 1 << 30,
+            templates_file: Some(state_dir.join("netflow-templates.bin")),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ExporterDelta {
+    first: i64,
+    last: i64,
+    packets: u64,
+    flows: u64,
+    lost_packets: u64,
+    lost_flows: u64,
+}
+
+/// The writer's state. Feed it with [`Writer::handle`], call [`Writer::tick`] often (it
+/// flushes when due) and [`Writer::shutdown`] at the end.
+#[derive(Debug)]
+pub struct Writer {
+    cfg: WriterConfig,
+    store: Box<dyn Store>,
+    decoder: Decoder,
+    seq: SequenceTracker,
+    batch: Vec<Flow>,
+    batch_started: Option<Instant>,
+    pending: VecDeque<Vec<Flow>>,
+    pending_flows: usize,
+    spool: Option<Spool>,
+    exporters: HashMap<IpAddr, ExporterDelta>,
+    counters: Arc<Counters>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    saved_templates: Vec<u8>,
+    templates_checked: Instant,
+    warn_decode: RateLimit,
+    warn_db: RateLimit,
+    warn_drop: RateLimit,
+    warn_seq: RateLimit,
+}
+
+fn reason(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::Truncated { .. } => "truncated",
+        DecodeError::Version(_) => "unsupported_version",
+        DecodeError::BadLength { .. } => "bad_length",
+        DecodeError::TooManyRecords(_) => "too_many_records",
+        DecodeError::BadSetLength { .. } => "bad_set_length",
+        DecodeError::ReservedSetId { .. } => "reserved_set_id",
+        DecodeError::BadTemplate { .. } => "bad_template",
+        DecodeError::LimitExceeded { .. } => "limit_exceeded",
+        DecodeError::TemplateMissing { .. } => "template_missing",
+        DecodeError::PendingDropped { .. } => "pending_dropped",
+        DecodeError::RecordOverrun { .. } => "record_overrun",
+        DecodeError::TrailingBytes { .. } => "trailing_bytes",
+        _ => "other",
+    }
+}
+
+impl Writer {
+    /// A writer over `store`, loading the saved templates and opening the spool.
+    pub fn new(store: Box<dyn Store>, cfg: WriterConfig, counters: Arc<Counters>) -> Writer {
+        let mut decoder = Decoder::new(Limits::default());
+        let mut saved = Vec::new();
+        if let Some(path) = &cfg.templates_file {
+            match std::fs::read(path) {
+                Ok(bytes) => match decoder.cache_mut().import(&bytes) {
+                    Ok(n) => {
+                        info!(templates = n, file = %path.display(), "templates loaded");
+                        saved = bytes;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, file = %path.display(), "template snapshot unreadable, ignored")
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn!(error = %e, file = %path.display(), "cannot read template snapshot")
+                }
+            }
+        }
+        let spool = match Spool::open(&cfg.spool_dir, cfg.spool_max_bytes) {
+            Ok(s) => {
+                if !s.is_empty() {
+                    info!(
+                        batches = s.len(),
+                        flows = s.flows(),
+                        "spooled flows from an earlier run will be written"
+                    );
+                }
+                Some(s)
+            }
+            Err(e) => {
+                warn!(error = %e, dir = %cfg.spool_dir.display(), "spool unavailable: flows beyond the memory bound will be dropped while the database is down");
+                None
+            }
+        };
+        let period = Duration::from_secs(10);
+        Writer {
+            batch: Vec::with_capacity(cfg.batch_flows),
+            cfg,
+            store,
+            decoder,
+            seq: SequenceTracker::default(),
+            batch_started: None,
+            pending: VecDeque::new(),
+            pending_flows: 0,
+            spool,
+            exporters: HashMap::new(),
+            counters,
+            retry_at: None,
+            backoff: Duration::from_millis(500),
+            saved_templates: saved,
+            templates_checked: Instant::now(),
+            warn_decode: RateLimit::new(period),
+            warn_db: RateLimit::new(period),
+            warn_drop: RateLimit::new(period),
+            warn_seq: RateLimit::new(period),
+        }
+    }
+
+    /// Decodes one datagram and adds its flows to the batch.
+    pub fn handle(&mut self, d: &Datagram) {
+        let exporter = d.exporter.ip();
+        let c = Arc::clone(&self.counters);
+        let decoded =
+            match self
+                .decoder
+                .decode(ExporterKey::from(exporter), d.ts_micros, &d.payload)
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    c.decode_error(reason(&e));
+                    if let Some(suppressed) = self.warn_decode.allow() {
+                        warn!(%exporter, error = %e, suppressed, "datagram not decodable");
+                    }
+                    return;
+                }
+            };
+        stats::add(&c.packets_decoded, 1);
+        let header = decoded.header();
+        let mut records: u32 = 0;
+        let mut n_flows: u64 = 0;
+        for f in decoded.flows() {
+            records = records.saturating_add(1);
+            n_flows += 1;
+            let f = f.renormalized();
+            if f.exporter != exporter {
+                // Released pending set of another exporter.
+                c.exporter(f.exporter, |s| s.flows += 1);
+                self.exporters.entry(f.exporter).or_default().flows += 1;
+            }
+            self.batch.push(f);
+        }
+        for e in decoded.issues() {
+            match e {
+                DecodeError::TemplateMissing { .. } => stats::add(&c.template_misses, 1),
+                DecodeError::PendingDropped { .. } => {
+                    stats::add(&c.sets_lost, 1);
+                    c.decode_error(reason(e));
+                }
+                e => c.decode_error(reason(e)),
+            }
+        }
+        let expired = decoded.expired().len() as u64;
+        if expired > 0 {
+            stats::add(&c.sets_lost, expired);
+            if let Some(suppressed) = self.warn_decode.allow() {
+                warn!(
+                    expired,
+                    suppressed, "data sets given up: their template never arrived"
+                );
+            }
+        }
+        let own_flows = self
+            .batch
+            .iter()
+            .rev()
+            .take(n_flows as usize)
+            .filter(|f| f.exporter == exporter)
+            .count() as u64;
+        stats::add(&c.flows_decoded, n_flows);
+        let event = self
+            .seq
+            .observe(ExporterKey::from(exporter), &header, records);
+        let units = u64::from(SequenceTracker::units(&header, records));
+        let lost = match event {
+            SequenceEvent::Gap { missing } => u64::from(missing),
+            _ => 0,
+        };
+        if lost > 0 {
+            stats::add(&c.sequence_lost, lost);
+            if let Some(suppressed) = self.warn_seq.allow() {
+                warn!(%exporter, version = header.version, source_id = header.source_id, missing = lost, suppressed, "sequence gap: exporter data lost before it reached us");
+            }
+        }
+        c.exporter(exporter, |s| {
+            s.packets += 1;
+            s.flows += own_flows;
+            s.seq_received += units;
+            s.seq_lost += lost;
+        });
+        let x = self.exporters.entry(exporter).or_default();
+        if x.first == 0 || d.ts_micros < x.first {
+            x.first = d.ts_micros;
+        }
+        x.last = x.last.max(d.ts_micros);
+        x.packets += 1;
+        x.flows += own_flows;
+        if header.version == 5 {
+            x.lost_flows += lost;
+        } else {
+            x.lost_packets += lost;
+        }
+        if self.batch_started.is_none() && !self.batch.is_empty() {
+            self.batch_started = Some(Instant::now());
+        }
+        if self.batch.len() >= self.cfg.batch_flows {
+            self.flush();
+        }
+    }
+
+    /// Flushes when the batch is old enough, retries the store when due, saves templates.
+    pub fn tick(&mut self) {
+        let now = Instant::now();
+        if self
+            .batch_started
+            .is_some_and(|t| now.duration_since(t) >= self.cfg.flush_interval)
+            || (self.retry_at.is_some_and(|t| now >= t))
+        {
+            self.flush();
+        }
+        if now.duration_since(self.templates_checked) >= Duration::from_secs(2) {
+            self.templates_checked = now;
+            self.save_templates();
+            let expired = self.decoder.expire(stats::now_micros()).len() as u64;
+            stats::add(&self.counters.sets_lost, expired);
+        }
+    }
+
+    /// Moves the batch to the pending queue and writes what the store takes.
+    pub fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let b = std::mem::replace(&mut self.batch, Vec::with_capacity(self.cfg.batch_flows));
+            self.pending_flows += b.len();
+            self.pending.push_back(b);
+            self.batch_started = None;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            self.enforce_memory_bound();
+            return;
+        }
+        if self.drain() {
+            self.retry_at = None;
+            self.backoff = Duration::from_millis(500);
+            self.write_exporters();
+        } else {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        }
+        self.enforce_memory_bound();
+        stats::add(&self.counters.flows_buffered, 0);
+        self.counters
+            .flows_buffered
+            .store(self.pending_flows as u64, Ordering::Relaxed);
+    }
+
+    /// Writes spooled batches, then pending ones. `false` when the store failed.
+    fn drain(&mut self) -> bool {
+        if let Some(mut spool) = self.spool.take() {
+            let ok = self.drain_spool(&mut spool);
+            self.spool = Some(spool);
+            if !ok {
+                return false;
+            }
+        }
+        while let Some(b) = self.pending.front() {
+            let b = b.clone();
+            match self.write(&b) {
+                Write::Ok | Write::Refused => {
+                    self.pending_flows -= b.len();
+                    self.pending.pop_front();
+                }
+                Write::Retry => return false,
+            }
+        }
+        true
+    }
+
+    fn drain_spool(&mut self, spool: &mut Spool) -> bool {
+        while let Some(batch) = spool.peek() {
+            match batch {
+                Err(e) => warn!(error = %e, "damaged spool file removed"),
+                Ok(flows) => match self.write(&flows) {
+                    Write::Ok | Write::Refused => {
+                        if let Err(e) = spool.pop() {
+                            warn!(error = %e, "cannot remove a spool file");
+                            return false;
+                        }
+                    }
+                    Write::Retry => return false,
+                },
+            }
+        }
+        true
+    }
+
+    fn write(&mut self, flows: &[Flow]) -> Write {
+        match self.store.write_flows(flows) {
+            Ok(()) => {
+                stats::add(&self.counters.flows_stored, flows.len() as u64);
+                let mut per: HashMap<IpAddr, u64> = HashMap::new();
+                for f in flows {
+                    *per.entry(f.exporter).or_default() += 1;
+                }
+                for (a, n) in per {
+                    self.counters.exporter(a, |s| s.stored += n);
+                }
+                debug!(flows = flows.len(), "batch stored");
+                Write::Ok
+            }
+            Err(e) if e.is_retryable() => {
+                stats::add(&self.counters.db_errors, 1);
+                if let Some(suppressed) = self.warn_db.allow() {
+                    warn!(error = %e, suppressed, buffered = self.pending_flows, "store unreachable; keeping flows and retrying");
+                }
+                Write::Retry
+            }
+            Err(e) => {
+                stats::add(&self.counters.db_errors, 1);
+                stats::add(&self.counters.flows_dropped, flows.len() as u64);
+                warn!(error = %e, flows = flows.len(), "store refused a batch; dropped");
+                Write::Refused
+            }
+        }
+    }
+
+    fn enforce_memory_bound(&mut self) {
+        while self.pending_flows > self.cfg.max_buffered_flows {
+            let Some(b) = self.pending.pop_front() else {
+                break;
+            };
+            self.pending_flows -= b.len();
+            let spooled = match self.spool.as_mut().map(|s| s.push(&b)) {
+                Some(Ok(true)) => true,
+                Some(Err(e)) => {
+                    warn!(error = %e, "cannot write to the spool");
+                    false
+                }
+                _ => false,
+            };
+            if spooled {
+                stats::add(&self.counters.flows_spooled, b.len() as u64);
+            } else {
+                stats::add(&self.counters.flows_dropped, b.len() as u64);
+                if let Some(suppressed) = self.warn_drop.allow() {
+                    warn!(
+                        flows = b.len(),
+                        suppressed, "memory bound reached and spool full: flows dropped"
+                    );
+                }
+            }
+        }
+    }
+
+    fn write_exporters(&mut self) {
+        if self.exporters.is_empty() {
+            return;
+        }
+        let deltas: Vec<Exporter> = self
+            .exporters
+            .iter()
+            .map(|(a, d)| Exporter {
+                addr: *a,
+                first_seen_micros: if d.first == 0 { d.last } else { d.first },
+                last_seen_micros: d.last.max(d.first),
+                packets: d.packets,
+                flows: d.flows,
+                lost_packets: d.lost_packets,
+                lost_flows: d.lost_flows,
+            })
+            .collect();
+        match self.store.upsert_exporters(&deltas) {
+            Ok(()) => self.exporters.clear(),
+            Err(e) => {
+                stats::add(&self.counters.db_errors, 1);
+                debug!(error = %e, "exporters not recorded yet");
+            }
+        }
+    }
+
+    /// Writes the template snapshot if it changed (atomically: temporary file and rename).
+    pub fn save_templates(&mut self) {
+        let Some(path) = self.cfg.templates_file.clone() else {
+            return;
+        };
+        let snap = self.decoder.cache().export();
+        if snap == self.saved_templates {
+            return;
+        }
+        let tmp = path.with_extension("tmp");
+        match std::fs::write(&tmp, &snap).and_then(|()| std::fs::rename(&tmp, &path)) {
+            Ok(()) => {
+                debug!(templates = self.decoder.cache().len(), "templates saved");
+                self.saved_templates = snap;
+            }
+            Err(e) => warn!(error = %e, file = %path.display(), "cannot save templates"),
+        }
+    }
+
+    /// Final flush: writes what the store takes, spools the rest, saves templates. Returns
+    /// the flows that could not be written nor spooled (counted as dropped).
+    pub fn shutdown(&mut self) -> usize {
+        self.retry_at = None;
+        self.flush();
+        // Whatever remains in memory goes to the spool for the next run.
+        let mut lost = 0;
+        while let Some(b) = self.pending.pop_front() {
+            self.pending_flows -= b.len();
+            match self.spool.as_mut().map(|s| s.push(&b)) {
+                Some(Ok(true)) => stats::add(&self.counters.flows_spooled, b.len() as u64),
+                _ => {
+                    lost += b.len();
+                    stats::add(&self.counters.flows_dropped, b.len() as u64);
+                }
+            }
+        }
+        self.save_templates();
+        lost
+    }
+
+    /// Flows in the batch and waiting for the store.
+    pub fn buffered(&self) -> usize {
+        self.batch.len() + self.pending_flows
+    }
+}
+
+enum Write {
+    Ok,
+    Retry,
+    Refused,
+}
+
+/// Runs the writer on datagrams from `rx` until `stop` (or every sender is gone), then
+/// shuts it down.
+pub fn run(writer: &mut Writer, rx: &QueueRx, stop: &AtomicBool) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(d) => {
+                writer.handle(&d);
+                // Take what is queued without waiting.
+                for _ in 0..1024 {
+                    match rx.try_recv() {
+                        Some(d) => writer.handle(&d),
+                        None => break,
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        writer.tick();
+        if stop.load(Ordering::Relaxed) {
+            // Drain what the queue still holds, then stop.
+            while let Some(d) = rx.try_recv() {
+                writer.handle(&d);
+            }
+            break;
+        }
+    }
+    let lost = writer.shutdown();
+    if lost > 0 {
+        warn!(
+            lost,
+            "flows lost at shutdown (store down and spool unavailable)"
+        );
+    }
+}
+
+/// Reads frames from the named pipe at `path` (created if missing) into `queue` until the
+/// process ends. The pipe is opened read-write, so the reader never sees end-of-file when a
+/// collector exits and simply waits for the next one; a frame cut by a killed collector is
+/// skipped by the checksum ([`crate::frame`]). When `queue` is full it waits (back-pressure
+/// reaches the collector's bounded queue, which counts its drops).
+pub fn spawn_pipe_reader(
+    path: PathBuf,
+    queue: crate::collector::Queue,
+    counters: Arc<Counters>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    crate::collector::ensure_fifo(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    info!(path = %path.display(), "reading frames from the named pipe");
+    std::thread::Builder::new()
+        .name("pipe-read".into())
+        .spawn(move || {
+            let mut r = crate::frame::FrameReader::new(file);
+            let mut skipped = 0;
+            loop {
+                match r.next_frame() {
+                    Ok(Some(d)) => {
+                        stats::add(&counters.frames_read, 1);
+                        let s = r.stats().skipped_bytes;
+                        if s != skipped {
+                            stats::add(&counters.frames_skipped_bytes, s - skipped);
+                            warn!(
+                                bytes = s - skipped,
+                                "damaged or cut frames skipped in the named pipe"
+                            );
+                            skipped = s;
+                        }
+                        if !queue.push_wait(d) {
+                            return;
+                        }
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(e) => {
+                        warn!(error = %e, "reading the named pipe failed");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        })
+}

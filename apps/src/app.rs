@@ -391,3 +391,17 @@ pub fn exit_code(name: &str, r: Result<(), Error>) -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn test_command_lines_are_consistent() {
+        CollectorCli::command().debug_assert();
+        WriterCli::command().debug_assert();
+        BotCli::command().debug_assert();
+        AllInOneCli::command().debug_assert();
+    }
+}

@@ -17,8 +17,8 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:2055")]
     target: SocketAddr,
     /// NetFlow version: 5 or 9.
-    #[arg(long = "netflow-version", default_value_t = 9, value_parser = clap::value_parser!(u16).range(5..=9))]
-    version: u16,
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(5..=9))]
+    netflow_version: u16,
     /// Exporter addresses to send from (comma-separated; any 127.x.y.z works on loopback).
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1")]
     exporters: Vec<IpAddr>,
@@ -68,7 +68,7 @@ struct Args {
 fn main() -> ExitCode {
     let a = Args::parse();
     let mut o = Options::new(a.target);
-    o.version = a.version;
+    o.version = a.netflow_version;
     o.exporters = a.exporters;
     o.interfaces = a.interfaces;
     o.src_pool = a.src_pool;

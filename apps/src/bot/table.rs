@@ -54,8 +54,7 @@ pub fn render(w: &Window, after_micros: i64, upto_micros: i64) -> String {
     let secs = (upto_micros - after_micros) as f64 / 1e6;
     let _ = writeln!(
         s,
-        "=== NetFlow window of {secs:.0} s ending {} (UTC, unix {}), {} flows ===",
-        upto_micros / 1_000_000,
+        "=== NetFlow window of {secs:.0} s ending at unix time {}, {} flows ===",
         upto_micros / 1_000_000,
         w.flows()
     );

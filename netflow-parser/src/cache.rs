@@ -1,6 +1,8 @@
 //! The template cache: bounded, scoped per exporter, owned by the caller.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::error::{DecodeError, Limit, TemplateProblem};
@@ -142,8 +144,8 @@ pub enum Learned {
 /// separate `&mut` step. Bounded by [`Limits`].
 #[derive(Debug, Clone, Default)]
 pub struct TemplateCache {
-    map: HashMap<TemplateKey, Template>,
-    per_exporter: HashMap<ExporterKey, usize>,
+    map: HashMap<TemplateKey, Template, RandomState>,
+    per_exporter: HashMap<ExporterKey, usize, RandomState>,
     limits: Limits,
 }
 
@@ -154,8 +156,8 @@ impl TemplateCache {
     /// An empty cache with these limits.
     pub fn new(limits: Limits) -> TemplateCache {
         TemplateCache {
-            map: HashMap::new(),
-            per_exporter: HashMap::new(),
+            map: HashMap::default(),
+            per_exporter: HashMap::default(),
             limits,
         }
     }

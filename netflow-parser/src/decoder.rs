@@ -177,12 +177,7 @@ impl Decoder {
             }
             v => return Err(DecodeError::Version(v)),
         };
-        let ctx = FlowContext {
-            exporter: exporter.addr,
-            ts_micros,
-            header,
-            sampling_interval: header.sampling_interval(),
-        };
+        let ctx = FlowContext::new(exporter.addr, ts_micros, header);
         let body = match body {
             Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, sets)),
             v5 => v5,
@@ -432,8 +427,14 @@ impl<'a> Decoded<'a> {
 
     /// The normalized flows of every data set, options records and records without addresses
     /// skipped. Counters are as exported (see [`Flow::renormalized`]).
-    pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
-        self.data_sets().flat_map(|s| s.flows())
+    pub fn flows(&self) -> Flows<'a> {
+        let mut sets = self.data_sets();
+        let current = sets.next();
+        Flows {
+            records: current.map(|s| s.flow_records()),
+            ctx: current.map(|s| s.ctx),
+            sets,
+        }
     }
 
     /// Per-set problems: bad templates, limits hit, reserved set ids, sets waiting for their
@@ -561,11 +562,44 @@ impl<'a> DataSet<'a> {
     /// The normalized flows of the records (none for an options set).
     pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
         let ctx = self.ctx;
-        let records = if self.is_options() {
+        self.flow_records()
+            .filter_map(move |r: Record<'a>| r.flow(&ctx))
+    }
+
+    /// The records, or none for an options set.
+    fn flow_records(&self) -> Records<'a> {
+        if self.is_options() {
             Records::new(&[], self.template)
         } else {
             self.records()
-        };
-        records.filter_map(move |r: Record<'a>| r.flow(&ctx))
+        }
+    }
+}
+
+/// Iterator over the normalized flows of every data set of a [`Decoded`]; see
+/// [`Decoded::flows`]. A plain loop over sets and records, without closures in between.
+#[derive(Debug, Clone)]
+pub struct Flows<'a> {
+    sets: DataSets<'a>,
+    records: Option<Records<'a>>,
+    ctx: Option<FlowContext>,
+}
+
+impl Iterator for Flows<'_> {
+    type Item = Flow;
+
+    #[inline]
+    fn next(&mut self) -> Option<Flow> {
+        loop {
+            let (records, ctx) = (self.records.as_mut()?, self.ctx.as_ref()?);
+            for r in records.by_ref() {
+                if let Some(f) = r.flow(ctx) {
+                    return Some(f);
+                }
+            }
+            let next = self.sets.next();
+            self.records = next.map(|s| s.flow_records());
+            self.ctx = next.map(|s| s.ctx);
+        }
     }
 }

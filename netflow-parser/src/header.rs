@@ -54,4 +54,20 @@ pub struct FlowContext {
     pub header: Header,
     /// Sampling interval to record in flows (from the header for v5, 1 otherwise).
     pub sampling_interval: u32,
+    /// The header's export time in Unix ms ([`Header::export_ms`]), computed once.
+    pub export_ms: u64,
+}
+
+impl FlowContext {
+    /// The context of records of a packet with this header, from `exporter`, received at
+    /// `ts_micros`.
+    pub fn new(exporter: IpAddr, ts_micros: i64, header: Header) -> FlowContext {
+        FlowContext {
+            exporter,
+            ts_micros,
+            header,
+            sampling_interval: header.sampling_interval(),
+            export_ms: header.export_ms(),
+        }
+    }
 }

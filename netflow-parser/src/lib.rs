@@ -80,7 +80,7 @@ mod wire;
 pub mod emit;
 
 pub use cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
-pub use decoder::{DataSet, DataSets, Decoded, Decoder, ExpiredSet, ExpiryReason};
+pub use decoder::{DataSet, DataSets, Decoded, Decoder, ExpiredSet, ExpiryReason, Flows};
 pub use error::{DecodeError, Limit, TemplateProblem};
 pub use field::{FieldId, FieldSpec};
 pub use flow::Flow;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::field::{FieldId, FieldSpec};
 use crate::flow::Flow;
 use crate::header::FlowContext;
-use crate::template::{SlotId, Template, TemplateKind};
+use crate::template::{SlotId, Template, TemplateKind, TimeSource};
 use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
 use crate::wire::be_uint;
 
@@ -26,16 +26,19 @@ impl<'a> Record<'a> {
     }
 
     /// The record's bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
         self.data
     }
 
     /// The template describing this record.
+    #[inline]
     pub fn template(&self) -> &'a Template {
         self.template
     }
 
     /// Whether this is an options record (scope + option fields) rather than a flow record.
+    #[inline]
     pub fn is_options(&self) -> bool {
         matches!(self.template.kind(), TemplateKind::Options { .. })
     }
@@ -68,74 +71,91 @@ impl<'a> Record<'a> {
         }
     }
 
-    #[inline]
-    fn slot(&self, s: SlotId) -> Option<&'a [u8]> {
-        self.template.slot_bytes(self.data, s)
-    }
-
-    #[inline]
+    #[inline(always)]
     fn slot_uint(&self, s: SlotId) -> Option<u64> {
-        self.slot(s).and_then(be_uint)
+        self.template.slot_uint(self.data, s)
     }
 
     /// Source address: `IPV4_SRC_ADDR` (8) or else `IPV6_SRC_ADDR` (27).
+    #[inline]
     pub fn src_addr(&self) -> Option<IpAddr> {
-        addr(self.slot(SlotId::Src4), self.slot(SlotId::Src6))
+        self.addr(SlotId::Src4, SlotId::Src6)
     }
 
     /// Destination address: `IPV4_DST_ADDR` (12) or else `IPV6_DST_ADDR` (28).
+    #[inline]
     pub fn dst_addr(&self) -> Option<IpAddr> {
-        addr(self.slot(SlotId::Dst4), self.slot(SlotId::Dst6))
+        self.addr(SlotId::Dst4, SlotId::Dst6)
+    }
+
+    #[inline(always)]
+    fn addr(&self, v4: SlotId, v6: SlotId) -> Option<IpAddr> {
+        if let Some(a) = self.template.slot_array::<4>(self.data, v4) {
+            return Some(IpAddr::V4(Ipv4Addr::from(*a)));
+        }
+        self.template
+            .slot_array::<16>(self.data, v6)
+            .map(|a| IpAddr::V6(Ipv6Addr::from(*a)))
     }
 
     /// `L4_SRC_PORT` (7).
+    #[inline]
     pub fn src_port(&self) -> Option<u16> {
         self.slot_uint(SlotId::SrcPort).map(|v| v as u16)
     }
 
     /// `L4_DST_PORT` (11).
+    #[inline]
     pub fn dst_port(&self) -> Option<u16> {
         self.slot_uint(SlotId::DstPort).map(|v| v as u16)
     }
 
     /// `PROTOCOL` (4).
+    #[inline]
     pub fn protocol(&self) -> Option<u8> {
         self.slot_uint(SlotId::Protocol).map(|v| v as u8)
     }
 
     /// `IN_BYTES` (1, octetDeltaCount), or else `IN_PERMANENT_BYTES` (85, octetTotalCount).
+    #[inline]
     pub fn bytes(&self) -> Option<u64> {
         self.slot_uint(SlotId::Bytes)
             .or_else(|| self.slot_uint(SlotId::BytesTotal))
     }
 
     /// `IN_PKTS` (2, packetDeltaCount), or else `IN_PERMANENT_PKTS` (86, packetTotalCount).
+    #[inline]
     pub fn packets(&self) -> Option<u64> {
         self.slot_uint(SlotId::Packets)
             .or_else(|| self.slot_uint(SlotId::PacketsTotal))
     }
 
     /// `INPUT_SNMP` (10), 2 or 4 bytes (or any length up to 4).
+    #[inline]
     pub fn input_if(&self) -> Option<u32> {
         self.slot_uint(SlotId::InputIf).map(|v| v as u32)
     }
 
     /// `OUTPUT_SNMP` (14).
+    #[inline]
     pub fn output_if(&self) -> Option<u32> {
         self.slot_uint(SlotId::OutputIf).map(|v| v as u32)
     }
 
     /// `DIRECTION` (61): 0 ingress, 1 egress.
+    #[inline]
     pub fn direction(&self) -> Option<u8> {
         self.slot_uint(SlotId::Direction).map(|v| v as u8)
     }
 
     /// `TCP_FLAGS` (6); of a 2-byte IPFIX tcpControlBits, the low byte (FIN..CWR).
+    #[inline]
     pub fn tcp_flags(&self) -> Option<u8> {
         self.slot_uint(SlotId::TcpFlags).map(|v| (v & 0xff) as u8)
     }
 
     /// `SAMPLING_INTERVAL` (34), as in options records.
+    #[inline]
     pub fn sampling_interval(&self) -> Option<u32> {
         self.slot_uint(SlotId::SamplingInterval).map(|v| v as u32)
     }
@@ -144,45 +164,35 @@ impl<'a> Record<'a> {
     /// absolute ms (152/153), s (150/151), NTP µs/ns (154..157), or sysUptime-relative
     /// FIRST/LAST_SWITCHED (22/21) against the header's uptime and export time (or IPFIX
     /// systemInitTimeMilliseconds 160). `(0, 0)` when unknown.
+    #[inline]
     pub fn times(&self, ctx: &FlowContext) -> (u64, u64) {
-        let pick = |ms: SlotId, s: SlotId, us: SlotId, ns: SlotId, up: SlotId| -> u64 {
-            if let Some(v) = self.slot_uint(ms) {
-                return v;
+        let [start, end] = self.template.time_sources();
+        (self.time(start, ctx), self.time(end, ctx))
+    }
+
+    #[inline(always)]
+    fn time(&self, source: TimeSource, ctx: &FlowContext) -> u64 {
+        if let (TimeSource::Uptime(s), Some(w), Some(uptime)) =
+            (source, self.template.wide(), ctx.header.sys_uptime_ms)
+        {
+            return uptime_to_unix_ms(ctx.export_ms, uptime, w[s as usize].read(self.data) as u32);
+        }
+        match source {
+            TimeSource::None => 0,
+            TimeSource::Millis(s) => self.slot_uint(s).unwrap_or(0),
+            TimeSource::Secs(s) => self.slot_uint(s).unwrap_or(0).saturating_mul(1000),
+            TimeSource::Ntp(s) => self.slot_uint(s).map_or(0, ntp_to_unix_ms),
+            TimeSource::Uptime(s) => match (self.slot_uint(s), ctx.header.sys_uptime_ms) {
+                (Some(t), Some(uptime)) => uptime_to_unix_ms(ctx.export_ms, uptime, t as u32),
+                _ => 0,
+            },
+            TimeSource::InitPlusUptime(s) => {
+                match (self.slot_uint(SlotId::SystemInitMillis), self.slot_uint(s)) {
+                    (Some(init), Some(t)) => init.saturating_add(t),
+                    _ => 0,
+                }
             }
-            if let Some(v) = self.slot_uint(s) {
-                return v * 1000;
-            }
-            if let Some(v) = self.slot_uint(us).or_else(|| self.slot_uint(ns)) {
-                return ntp_to_unix_ms(v);
-            }
-            let Some(t) = self.slot_uint(up) else {
-                return 0;
-            };
-            let t = t as u32;
-            if let Some(init) = self.slot_uint(SlotId::SystemInitMillis) {
-                return init.saturating_add(u64::from(t));
-            }
-            match ctx.header.sys_uptime_ms {
-                Some(uptime) => uptime_to_unix_ms(ctx.header.export_ms(), uptime, t),
-                None => 0,
-            }
-        };
-        (
-            pick(
-                SlotId::StartMillis,
-                SlotId::StartSecs,
-                SlotId::StartMicros,
-                SlotId::StartNanos,
-                SlotId::FirstSwitched,
-            ),
-            pick(
-                SlotId::EndMillis,
-                SlotId::EndSecs,
-                SlotId::EndMicros,
-                SlotId::EndNanos,
-                SlotId::LastSwitched,
-            ),
-        )
+        }
     }
 
     /// The normalized flow of this record, or `None` when it is an options record or carries no
@@ -195,6 +205,37 @@ impl<'a> Record<'a> {
         let src_addr = self.src_addr()?;
         let dst_addr = self.dst_addr()?;
         let (start_ms, end_ms) = self.times(ctx);
+        let sampling_interval = ctx.sampling_interval.max(1);
+        if let Some(w) = self.template.wide() {
+            // Fast path: one load per field, absent fields read as 0.
+            let rec = self.data;
+            let rd = |s: SlotId| w[s as usize].read(rec);
+            let or_total = |delta: SlotId, total: SlotId| {
+                if w[delta as usize].mask != 0 {
+                    rd(delta)
+                } else {
+                    rd(total)
+                }
+            };
+            return Some(Flow {
+                ts_micros: ctx.ts_micros,
+                exporter: ctx.exporter,
+                input_if: rd(SlotId::InputIf) as u32,
+                output_if: rd(SlotId::OutputIf) as u32,
+                direction: rd(SlotId::Direction) as u8,
+                protocol: rd(SlotId::Protocol) as u8,
+                src_addr,
+                dst_addr,
+                src_port: rd(SlotId::SrcPort) as u16,
+                dst_port: rd(SlotId::DstPort) as u16,
+                bytes: or_total(SlotId::Bytes, SlotId::BytesTotal),
+                packets: or_total(SlotId::Packets, SlotId::PacketsTotal),
+                tcp_flags: (rd(SlotId::TcpFlags) & 0xff) as u8,
+                sampling_interval,
+                start_ms,
+                end_ms,
+            });
+        }
         Some(Flow {
             ts_micros: ctx.ts_micros,
             exporter: ctx.exporter,
@@ -209,19 +250,11 @@ impl<'a> Record<'a> {
             bytes: self.bytes().unwrap_or(0),
             packets: self.packets().unwrap_or(0),
             tcp_flags: self.tcp_flags().unwrap_or(0),
-            sampling_interval: ctx.sampling_interval.max(1),
+            sampling_interval,
             start_ms,
             end_ms,
         })
     }
-}
-
-fn addr(v4: Option<&[u8]>, v6: Option<&[u8]>) -> Option<IpAddr> {
-    if let Some(&[a, b, c, d]) = v4 {
-        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
-    }
-    let b: [u8; 16] = v6?.try_into().ok()?;
-    Some(IpAddr::V6(Ipv6Addr::from(b)))
 }
 
 /// Iterator over `(spec, bytes)` of a record's fields; see [`Record::fields`].

@@ -10,7 +10,7 @@ use nom::number::complete::{be_u16, be_u32};
 
 use crate::error::{DecodeError, TemplateProblem};
 use crate::field::{FieldId, FieldSpec};
-use crate::wire::offset_in;
+use crate::wire::{be_uint, offset_in, uint_at};
 
 /// Whether a template describes flow records or options records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +147,81 @@ pub struct Template {
     /// Smallest possible record (variable-length fields counted as their 1-byte length prefix).
     min_len: u16,
     slots: [Slot; SLOT_COUNT],
+    /// Every present slot lies before the first variable-length field: read at fixed offsets.
+    fixed_slots: bool,
+    /// Where flow start and end times come from, decided once.
+    times: [TimeSource; 2],
+    /// Branch-free readers for the integer slots, when every slot is at a fixed offset and
+    /// every record is at least 8 bytes long (see [`Wide`]).
+    wide: Option<[Wide; SLOT_COUNT]>,
+}
+
+/// Reads an integer slot with one 8-byte load: `(be_u64(rec[load_at..+8]) >> shift) & mask`.
+/// The load ends where the field ends (or starts at 0 for a field ending before byte 8, with a
+/// shift); an absent field has mask 0 and reads as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wide {
+    pub load_at: u16,
+    pub shift: u8,
+    pub mask: u64,
+}
+
+impl Wide {
+    fn of(slot: Slot) -> Wide {
+        if slot.index == Slot::ABSENT || slot.len == 0 || slot.len > 8 {
+            return Wide {
+                load_at: 0,
+                shift: 0,
+                mask: 0,
+            };
+        }
+        let end = slot.at + slot.len;
+        let mask = if slot.len == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * slot.len)) - 1
+        };
+        if end >= 8 {
+            Wide {
+                load_at: end - 8,
+                shift: 0,
+                mask,
+            }
+        } else {
+            Wide {
+                load_at: 0,
+                shift: (8 * (8 - end)) as u8,
+                mask,
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn read(self, rec: &[u8]) -> u64 {
+        match rec
+            .get(usize::from(self.load_at)..)
+            .and_then(|b| b.first_chunk::<8>())
+        {
+            Some(b) => (u64::from_be_bytes(*b) >> self.shift) & self.mask,
+            None => 0,
+        }
+    }
+}
+
+/// Which field a flow time is read from, decided when the template is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeSource {
+    None,
+    /// Unix milliseconds.
+    Millis(SlotId),
+    /// Unix seconds.
+    Secs(SlotId),
+    /// NTP timestamp (µs or ns precision).
+    Ntp(SlotId),
+    /// sysUptime milliseconds, relative to the header (v5, v9).
+    Uptime(SlotId),
+    /// sysUptime milliseconds plus IPFIX systemInitTimeMilliseconds (160).
+    InitPlusUptime(SlotId),
 }
 
 /// Wire encoding of a field list, which differs between v9 and IPFIX.
@@ -398,6 +473,44 @@ impl Template {
             None
         };
         let min_len = u16::try_from(min_len).map_err(|_| TemplateProblem::RecordTooLong)?;
+        let fixed_slots = slots
+            .iter()
+            .all(|s| s.index == Slot::ABSENT || usize::from(s.index) < first_var);
+        let has = |s: SlotId| slots[s as usize].index != Slot::ABSENT;
+        let time = |ms, secs, us, ns, up| {
+            if has(ms) {
+                TimeSource::Millis(ms)
+            } else if has(secs) {
+                TimeSource::Secs(secs)
+            } else if has(us) {
+                TimeSource::Ntp(us)
+            } else if has(ns) {
+                TimeSource::Ntp(ns)
+            } else if has(up) && has(SlotId::SystemInitMillis) {
+                TimeSource::InitPlusUptime(up)
+            } else if has(up) {
+                TimeSource::Uptime(up)
+            } else {
+                TimeSource::None
+            }
+        };
+        let times = [
+            time(
+                SlotId::StartMillis,
+                SlotId::StartSecs,
+                SlotId::StartMicros,
+                SlotId::StartNanos,
+                SlotId::FirstSwitched,
+            ),
+            time(
+                SlotId::EndMillis,
+                SlotId::EndSecs,
+                SlotId::EndMicros,
+                SlotId::EndNanos,
+                SlotId::LastSwitched,
+            ),
+        ];
+        let wide = (fixed_slots && min_len >= 8).then(|| slots.map(Wide::of));
         Ok(Template {
             id,
             kind,
@@ -408,15 +521,20 @@ impl Template {
             record_len,
             min_len,
             slots,
+            fixed_slots,
+            times,
+            wide,
         })
     }
 
     /// The template id (>= 256).
+    #[inline]
     pub fn id(&self) -> u16 {
         self.id
     }
 
     /// Data or options template.
+    #[inline]
     pub fn kind(&self) -> TemplateKind {
         self.kind
     }
@@ -427,11 +545,13 @@ impl Template {
     }
 
     /// The record length when every field has a fixed length.
+    #[inline]
     pub fn record_len(&self) -> Option<usize> {
         self.record_len.map(usize::from)
     }
 
     /// The smallest possible record length (each variable-length field counted as one byte).
+    #[inline]
     pub fn min_record_len(&self) -> usize {
         usize::from(self.min_len)
     }
@@ -445,10 +565,54 @@ impl Template {
         self.slots[s as usize]
     }
 
-    /// The bytes of a slot's field in `rec`, `None` when the template lacks the field.
+    /// Fast path of [`Template::slot_bytes`] for integers.
+    #[inline(always)]
+    pub(crate) fn slot_uint(&self, rec: &[u8], s: SlotId) -> Option<u64> {
+        if self.fixed_slots {
+            let slot = self.slots[s as usize];
+            return uint_at(rec, usize::from(slot.at), slot.len);
+        }
+        self.slot_bytes(rec, s).and_then(be_uint)
+    }
+
+    /// Fast path of [`Template::slot_bytes`] for fixed-size values (addresses).
+    #[inline(always)]
+    pub(crate) fn slot_array<'r, const N: usize>(
+        &self,
+        rec: &'r [u8],
+        s: SlotId,
+    ) -> Option<&'r [u8; N]> {
+        let slot = self.slots[s as usize];
+        if usize::from(slot.len) != N {
+            return None;
+        }
+        if self.fixed_slots {
+            return rec.get(usize::from(slot.at)..)?.first_chunk::<N>();
+        }
+        self.slot_bytes(rec, s)?.first_chunk::<N>()
+    }
+
+    #[inline(always)]
+    pub(crate) fn wide(&self) -> Option<&[Wide; SLOT_COUNT]> {
+        self.wide.as_ref()
+    }
+
     #[inline]
+    pub(crate) fn time_sources(&self) -> [TimeSource; 2] {
+        self.times
+    }
+
+    /// The bytes of a slot's field in `rec`, `None` when the template lacks the field.
+    #[inline(always)]
     pub(crate) fn slot_bytes<'r>(&self, rec: &'r [u8], s: SlotId) -> Option<&'r [u8]> {
         let slot = self.slots[s as usize];
+        if self.fixed_slots {
+            // Absent slots are {at: 0, len: 0}: an empty slice, read as absent.
+            let at = usize::from(slot.at);
+            return rec
+                .get(at..at + usize::from(slot.len))
+                .filter(|b| !b.is_empty());
+        }
         if usize::from(slot.index) < self.first_var {
             let at = usize::from(slot.at);
             rec.get(at..at + usize::from(slot.len))
@@ -532,6 +696,75 @@ pub(crate) fn encode_fields(fields: &[FieldSpec]) -> Box<[u8]> {
     raw.into()
 }
 
+/// Parses one IPFIX (options) template record (RFC 7011 §3.4.1/§3.4.2). A field count of 0 is a
+/// template withdrawal (§8.1) and comes back with `field_count == 0`.
+pub(crate) fn ipfix_template<'a>(
+    whole: &'a [u8],
+    i: &'a [u8],
+    max_fields: usize,
+    options: bool,
+) -> Result<(&'a [u8], TemplateRecord<'a>), DecodeError> {
+    let offset = offset_in(whole, i);
+    let bad = |id, why| DecodeError::BadTemplate {
+        offset,
+        template_id: id,
+        why,
+    };
+    let trunc =
+        |id| move |_: nom::Err<nom::error::Error<&[u8]>>| bad(id, TemplateProblem::Truncated);
+    let (i, (id, count)) = (be_u16, be_u16).parse(i).map_err(trunc(0))?;
+    if id < 256 && !(count == 0 && (id == 2 || id == 3)) {
+        return Err(bad(id, TemplateProblem::ReservedId));
+    }
+    if count == 0 {
+        let rec = TemplateRecord {
+            offset,
+            id,
+            kind: TemplateKind::Data,
+            field_count: 0,
+            raw: &[],
+            encoding: FieldEncoding::Ipfix,
+        };
+        return Ok((i, rec));
+    }
+    let (i, scope) = if options {
+        be_u16(i).map_err(trunc(id))?
+    } else {
+        (i, 0)
+    };
+    if options && (scope == 0 || scope > count) {
+        return Err(bad(id, TemplateProblem::BadScope));
+    }
+    if usize::from(count) > max_fields {
+        return Err(bad(id, TemplateProblem::TooManyFields(usize::from(count))));
+    }
+    let start = i;
+    let mut rest = i;
+    for _ in 0..count {
+        let (r, _) = FieldEncoding::Ipfix.field(rest).map_err(trunc(id))?;
+        rest = r;
+    }
+    let raw = &start[..start.len() - rest.len()];
+    let kind = if options {
+        TemplateKind::Options {
+            scope_fields: scope,
+        }
+    } else {
+        TemplateKind::Data
+    };
+    Ok((
+        rest,
+        TemplateRecord {
+            offset,
+            id,
+            kind,
+            field_count: count,
+            raw,
+            encoding: FieldEncoding::Ipfix,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,73 +841,4 @@ mod tests {
         assert_eq!(t.varlen_record_len(&long), Some(10));
         assert_eq!(t.varlen_record_len(&long[..9]), None);
     }
-}
-
-/// Parses one IPFIX (options) template record (RFC 7011 §3.4.1/§3.4.2). A field count of 0 is a
-/// template withdrawal (§8.1) and comes back with `field_count == 0`.
-pub(crate) fn ipfix_template<'a>(
-    whole: &'a [u8],
-    i: &'a [u8],
-    max_fields: usize,
-    options: bool,
-) -> Result<(&'a [u8], TemplateRecord<'a>), DecodeError> {
-    let offset = offset_in(whole, i);
-    let bad = |id, why| DecodeError::BadTemplate {
-        offset,
-        template_id: id,
-        why,
-    };
-    let trunc =
-        |id| move |_: nom::Err<nom::error::Error<&[u8]>>| bad(id, TemplateProblem::Truncated);
-    let (i, (id, count)) = (be_u16, be_u16).parse(i).map_err(trunc(0))?;
-    if id < 256 && !(count == 0 && (id == 2 || id == 3)) {
-        return Err(bad(id, TemplateProblem::ReservedId));
-    }
-    if count == 0 {
-        let rec = TemplateRecord {
-            offset,
-            id,
-            kind: TemplateKind::Data,
-            field_count: 0,
-            raw: &[],
-            encoding: FieldEncoding::Ipfix,
-        };
-        return Ok((i, rec));
-    }
-    let (i, scope) = if options {
-        be_u16(i).map_err(trunc(id))?
-    } else {
-        (i, 0)
-    };
-    if options && (scope == 0 || scope > count) {
-        return Err(bad(id, TemplateProblem::BadScope));
-    }
-    if usize::from(count) > max_fields {
-        return Err(bad(id, TemplateProblem::TooManyFields(usize::from(count))));
-    }
-    let start = i;
-    let mut rest = i;
-    for _ in 0..count {
-        let (r, _) = FieldEncoding::Ipfix.field(rest).map_err(trunc(id))?;
-        rest = r;
-    }
-    let raw = &start[..start.len() - rest.len()];
-    let kind = if options {
-        TemplateKind::Options {
-            scope_fields: scope,
-        }
-    } else {
-        TemplateKind::Data
-    };
-    Ok((
-        rest,
-        TemplateRecord {
-            offset,
-            id,
-            kind,
-            field_count: count,
-            raw,
-            encoding: FieldEncoding::Ipfix,
-        },
-    ))
 }

@@ -36,6 +36,26 @@ pub(crate) fn be_uint(b: &[u8]) -> Option<u64> {
     })
 }
 
+/// Big-endian unsigned integer of `len` bytes (1..=8) at `at` in `rec`; `None` when `len` is 0
+/// or more than 8, or the bytes are not all inside `rec`. The common lengths take a fixed-size
+/// load instead of a loop.
+#[inline(always)]
+pub(crate) fn uint_at(rec: &[u8], at: usize, len: u16) -> Option<u64> {
+    let b = rec.get(at..)?;
+    match len {
+        1 => b.first().map(|&x| u64::from(x)),
+        2 => b
+            .first_chunk::<2>()
+            .map(|x| u64::from(u16::from_be_bytes(*x))),
+        4 => b
+            .first_chunk::<4>()
+            .map(|x| u64::from(u32::from_be_bytes(*x))),
+        8 => b.first_chunk::<8>().map(|x| u64::from_be_bytes(*x)),
+        0 => None,
+        n => be_uint(b.get(..usize::from(n))?),
+    }
+}
+
 /// Reads a big-endian `u16` at a constant position of a fixed-size array (no panic path).
 #[inline]
 pub(crate) fn u16_at<const N: usize>(b: &[u8; N], at: usize) -> u16 {

@@ -22,6 +22,7 @@ pub fn captures_dir() -> PathBuf {
 }
 
 /// One datagram of an oracle file: exporter address and UDP payload.
+#[derive(Debug)]
 pub struct Datagram {
     pub exporter: IpAddr,
     pub payload: Vec<u8>,

@@ -121,7 +121,10 @@ fn expected(f: &Flow, fields: &[Pick], exporter: IpAddr, ts: i64) -> Flow {
 }
 
 /// A random packet: one or two templates (v4 and/or v6) and their data sets, random padding.
-fn packet() -> impl Strategy<Value = (u16, Vec<(Vec<Pick>, Vec<Flow>, usize)>, u32, u32)> {
+/// (version, [(template, flows, padding)], sequence, domain)
+type Packet = (u16, Vec<(Vec<Pick>, Vec<Flow>, usize)>, u32, u32);
+
+fn packet() -> impl Strategy<Value = Packet> {
     let set = |v6: bool| {
         (
             template(v6),

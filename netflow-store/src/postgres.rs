@@ -1,6 +1,6 @@
 //! The PostgreSQL backend: binary COPY into an hourly-partitioned flow table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, NoTls, Row, Statement};
 
 use crate::partition::{self, HOUR_MICROS, MAX_TS_MICROS, MIN_TS_MICROS};
 use crate::schema::{self, FLOW_COLUMNS, MIGRATIONS, SCHEMA_VERSION};
@@ -127,7 +127,8 @@ struct Sql {
     prefix: String,
     /// The COPY types, in [`FLOW_COLUMNS`] order.
     types: [Type; FLOW_COLUMNS.len()],
-    copy: String,
+    /// `(columns) FROM STDIN (FORMAT binary)`, after `COPY table`.
+    copy_tail: String,
     bump_max_ts: String,
     window: String,
     max_ts: String,
@@ -153,7 +154,7 @@ impl Sql {
         Sql {
             prefix: p.to_owned(),
             types: FLOW_COLUMNS.map(|c| c.pg_type),
-            copy: format!("COPY {p}flows ({cols}) FROM STDIN (FORMAT binary)"),
+            copy_tail: format!("({cols}) FROM STDIN (FORMAT binary)"),
             bump_max_ts: format!(
                 "UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"
             ),
@@ -202,17 +203,22 @@ impl Sql {
     }
 }
 
-/// The connection, re-established on the first call after it was lost.
+/// The connection, re-established on the first call after it was lost, and the statements
+/// prepared on it.
 struct Conn {
     config: postgres::Config,
     client: Option<Client>,
+    statements: HashMap<String, Statement>,
 }
 
 impl Conn {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         let client = match self.client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => self.config.connect(NoTls)?,
+            _ => {
+                self.statements.clear();
+                self.config.connect(NoTls)?
+            }
         };
         Ok(self.client.insert(client))
     }
@@ -220,14 +226,40 @@ impl Conn {
     /// Runs `f` on a live connection; forgets the connection when `f` reports it lost.
     fn run<T>(
         &mut self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Client, &mut HashMap<String, Statement>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let r = f(self.client()?);
+        self.client()?;
+        let r = match self.client.as_mut() {
+            Some(client) => f(client, &mut self.statements),
+            None => {
+                return Err(StoreError::Config {
+                    setting: "connection",
+                    why: "not connected",
+                });
+            }
+        };
         if matches!(r, Err(StoreError::ConnectionLost(_))) {
             self.client = None;
         }
         r
     }
+}
+
+/// `sql` prepared once per connection (saves a round trip per batch).
+fn prepared(
+    client: &mut Client,
+    statements: &mut HashMap<String, Statement>,
+    sql: &str,
+) -> Result<Statement, StoreError> {
+    if let Some(s) = statements.get(sql) {
+        return Ok(s.clone());
+    }
+    if statements.len() >= 64 {
+        statements.clear(); // one COPY statement per hour partition: keep the cache small
+    }
+    let s = client.prepare(sql)?;
+    statements.insert(sql.to_owned(), s.clone());
+    Ok(s)
 }
 
 /// The PostgreSQL store. Build it with [`PgStore::open`] (or [`crate::open`]).
@@ -283,6 +315,7 @@ impl PgStore {
         let mut conn = Conn {
             config: pg,
             client: None,
+            statements: HashMap::new(),
         };
         conn.client()?;
         Ok(PgStore {
@@ -300,7 +333,7 @@ impl PgStore {
     pub fn migrate_to(&mut self, version: u32) -> Result<u32, StoreError> {
         let key = schema::lock_key("migrate", &self.sql.prefix);
         let sql = &self.sql;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             client.execute("SELECT pg_advisory_lock($1)", &[&key])?;
             let r = migrate_locked(client, sql, version);
             // on a lost connection the server has released the lock already
@@ -314,7 +347,7 @@ impl PgStore {
     /// Reloads the set of existing partitions from the catalog.
     fn refresh_partitions(&mut self) -> Result<(), StoreError> {
         let sql = &self.sql;
-        let found = self.conn.run(|client| {
+        let found = self.conn.run(|client, _| {
             let skip = format!("{}flows_p", sql.prefix);
             let mut hours = BTreeSet::new();
             for row in client.query(&sql.partitions, &[])? {
@@ -346,7 +379,7 @@ impl PgStore {
         }
         let key = schema::lock_key("partitions", &self.sql.prefix);
         let sql = &self.sql;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             let mut tx = client.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
             for &h in &missing {
@@ -365,17 +398,31 @@ impl PgStore {
         Ok(())
     }
 
-    fn copy_batch(&mut self, flows: &[Flow], max_ts: i64) -> Result<(), StoreError> {
+    /// One transaction: the COPY, then the max-ts bump. A batch within one hour is copied
+    /// straight into its partition: routing rows through the parent costs the server about
+    /// 1.5 ms per COPY statement, which dominates small batches (see benches/README.md).
+    fn copy_batch(
+        &mut self,
+        flows: &[Flow],
+        max_ts: i64,
+        hour: Option<i64>,
+    ) -> Result<(), StoreError> {
         let sql = &self.sql;
+        let copy = match hour {
+            Some(h) => format!("COPY {} {}", sql.partition_name(h), sql.copy_tail),
+            None => format!("COPY {}flows {}", sql.prefix, sql.copy_tail),
+        };
         let max_ts = micros_to_time(max_ts)?;
-        self.conn.run(|client| {
+        self.conn.run(|client, statements| {
+            let copy = prepared(client, statements, &copy)?;
+            let bump = prepared(client, statements, &sql.bump_max_ts)?;
             let mut tx = client.transaction()?;
-            let mut writer = BinaryCopyInWriter::new(tx.copy_in(&sql.copy)?, &sql.types);
+            let mut writer = BinaryCopyInWriter::new(tx.copy_in(&copy)?, &sql.types);
             for f in flows {
                 writer.write(&PgRow::new(f)?.values())?;
             }
             writer.finish()?;
-            tx.execute(&sql.bump_max_ts, &[&max_ts])?;
+            tx.execute(&bump, &[&max_ts])?;
             tx.commit()?;
             Ok(())
         })
@@ -435,12 +482,20 @@ impl Store for PgStore {
             self.refresh_partitions()?;
             self.create_partitions(hours.iter().copied())?;
         }
-        match self.copy_batch(flows, hi) {
-            // 23514: no partition for a row: retention elsewhere dropped a cached partition
-            Err(StoreError::Postgres(e)) if e.code().is_some_and(|c| c.code() == "23514") => {
+        let single = (first == last).then_some(first);
+        match self.copy_batch(flows, hi, single) {
+            // Retention in another process may have dropped a cached partition: the COPY then
+            // fails (no such relation, no partition for a row, or, for a prepared COPY, a
+            // protocol error without SQLSTATE). Start from a fresh connection, look again, and
+            // retry once if a partition was indeed missing.
+            Err(StoreError::Postgres(e)) => {
+                self.conn.client = None;
                 self.refresh_partitions()?;
+                if hours.iter().all(|h| self.partitions.contains(h)) {
+                    return Err(StoreError::Postgres(e));
+                }
                 self.create_partitions(hours)?;
-                self.copy_batch(flows, hi)
+                self.copy_batch(flows, hi, single)
             }
             r => r,
         }
@@ -448,7 +503,7 @@ impl Store for PgStore {
 
     fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
         let sql = &self.sql;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             let row = client.query_opt(&sql.max_ts, &[])?;
             match row
                 .map(|r| r.try_get::<_, Option<SystemTime>>(0))
@@ -475,7 +530,7 @@ impl Store for PgStore {
         }
         let (after, upto) = (micros_to_time(after)?, micros_to_time(upto)?);
         let sql = &self.sql;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             let mut tx = client.transaction()?;
             // Without fresh statistics on a partition being filled, the planner believes the
             // BRIN index useless (no correlation known) and scans the whole hour for a
@@ -517,7 +572,7 @@ impl Store for PgStore {
         let mut sorted = deltas.to_vec();
         sorted.sort_by_key(|e| e.addr);
         let sql = &self.sql;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             let mut tx = client.transaction()?;
             let stmt = tx.prepare(&sql.upsert_exporter)?;
             for e in &sorted {
@@ -545,7 +600,7 @@ impl Store for PgStore {
 
     fn exporters(&mut self) -> Result<Vec<Exporter>, StoreError> {
         let sql = &self.sql;
-        let mut list = self.conn.run(|client| {
+        let mut list = self.conn.run(|client, _| {
             let mut out = Vec::new();
             for row in client.query(&sql.exporters, &[])? {
                 out.push(Exporter {
@@ -566,18 +621,19 @@ impl Store for PgStore {
 
     fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError> {
         let sql = &self.sql;
-        self.conn
-            .run(|client| match client.query_opt(&sql.job_get, &[&job_id])? {
+        self.conn.run(
+            |client, _| match client.query_opt(&sql.job_get, &[&job_id])? {
                 Some(row) => time_to_micros(row.try_get(0)?).map(Some),
                 None => Ok(None),
-            })
+            },
+        )
     }
 
     fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError> {
         partition::check_ts(end_micros)?;
         let end = micros_to_time(end_micros)?;
         let sql = &self.sql;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             client.execute(&sql.job_set, &[&job_id, &end])?;
             Ok(())
         })
@@ -599,7 +655,7 @@ impl Store for PgStore {
         // unsummarized range (autovacuum would summarize them only after ~20% growth).
         let sql = &self.sql;
         let tables = [sql.partition_name(now - 1), sql.partition_name(now)];
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             client.execute(&sql.summarize, &[&tables[0], &tables[1]])?;
             Ok(())
         })
@@ -612,7 +668,7 @@ impl Store for PgStore {
         let key = schema::lock_key("partitions", &self.sql.prefix);
         let sql = &self.sql;
         if !old.is_empty() {
-            self.conn.run(|client| {
+            self.conn.run(|client, _| {
                 let mut tx = client.transaction()?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key])?;
                 for &h in &old {
@@ -638,7 +694,7 @@ impl Store for PgStore {
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {
         let p = &self.sql.prefix;
-        self.conn.run(|client| {
+        self.conn.run(|client, _| {
             let exists: bool = client
                 .query_one(
                     &format!("SELECT to_regclass('{p}schema_migrations') IS NOT NULL"),

@@ -424,3 +424,28 @@ fn window_query_reads_only_its_blocks_through_brin() {
         per_min as usize
     );
 }
+
+#[test]
+fn partition_dropped_by_another_process_is_recreated() {
+    let db = PgDb::new();
+    let mut writer = PgStore::open(&db.config).unwrap();
+    let mut maintenance = PgStore::open(&db.config).unwrap();
+    // one-hour batch (COPY into the partition) and a two-hour batch (COPY through the parent)
+    let one: Vec<_> = (0..10).map(|i| flow(H0 + i, "192.0.2.1")).collect();
+    let two: Vec<_> = (0..10)
+        .map(|i| flow(H0 + i * HOUR / 5, "192.0.2.1"))
+        .collect();
+    for batch in [&one, &two] {
+        writer.write_flows(batch).unwrap(); // caches the partitions and the COPY statements
+        assert!(
+            maintenance
+                .expire_before(H0 + 3 * HOUR)
+                .unwrap()
+                .partitions_dropped
+                >= 1
+        );
+        writer.write_flows(batch).unwrap(); // finds them gone, recreates, retries once
+        assert_eq!(count(&mut db.client()), 10);
+        maintenance.expire_before(H0 + 3 * HOUR).unwrap();
+    }
+}

@@ -183,7 +183,7 @@ fn all_in_one_without_backend_prints_tables() {
             ("NETFLOW_PORT", port.to_string()),
             ("STATS_INTERVAL", "1".to_owned()),
         ],
-        &["--table-interval", "1"],
+        &["--table-interval", "1", "--metrics-listen", "127.0.0.1:0"],
     );
     aio.wait_for("listening for NetFlow", Duration::from_secs(30));
     let _ = generate(port, 9, "127.0.0.1", 500, 3);
@@ -196,6 +196,30 @@ fn all_in_one_without_backend_prints_tables() {
             .any(|l| l.starts_with("exporter 127.0.0.1"))
     });
     let out = aio.stdout.lock().expect("lock").join("\n");
+    // The Prometheus endpoint serves the same counters.
+    let line = aio
+        .lines
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|l| l.contains("Prometheus metrics endpoint listening"))
+        .cloned()
+        .expect("metrics endpoint log line");
+    let addr = line
+        .rsplit("local=")
+        .next()
+        .expect("addr")
+        .trim()
+        .to_owned();
+    let mut conn = std::net::TcpStream::connect(&addr).expect("connect to metrics");
+    std::io::Write::write_all(&mut conn, b"GET /metrics HTTP/1.0\r\n\r\n").expect("request");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut body).expect("response");
+    assert!(body.contains("netflow_flows_stored 500\n"), "{body}");
+    assert!(
+        body.contains("netflow_exporter_flows{exporter=\"127.0.0.1\"} 500"),
+        "{body}"
+    );
     for needle in [
         "=== NetFlow window",
         "ingress",

@@ -253,3 +253,72 @@ fn missing_setting_is_one_clear_line() {
     let text = lines.lock().expect("lock").join("\n");
     assert!(text.contains("NETFLOW_PORT"), "{text}");
 }
+
+fn captures() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("NETFLOW_CAPTURES") {
+        return d.into();
+    }
+    let d = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
+    assert!(
+        d.is_dir(),
+        "captures not found at {} (set NETFLOW_CAPTURES)",
+        d.display()
+    );
+    d
+}
+
+/// A real exporter: softflowd (Debian package `softflowd`) replays input-traffic.pcap as
+/// NetFlow v9 into the all-in-one; the values sent equal those computed from the capture set's
+/// expected flows (sf_v9.expected.jsonl: the same export, decoded by the reference decoder).
+#[test]
+fn softflowd_v9_into_all_in_one() {
+    let sf = std::path::Path::new("/usr/sbin/softflowd");
+    assert!(
+        sf.exists(),
+        "softflowd is missing: apt-get install -y softflowd (Debian package softflowd)"
+    );
+    let caps = captures();
+    let text = std::fs::read_to_string(caps.join("sf_v9.expected.jsonl")).expect("expected flows");
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.replace("\": ", "\":").replace(", \"", ",\""))
+        .collect();
+    let flows = parse_flows(&lines);
+    assert_eq!(flows.len(), 1654);
+
+    let dir = TempDir::new("softflowd");
+    let port = free_udp_port();
+    let g = grafolean(&["127.0.0.1"]);
+    g.server.set_status(true, Some(true));
+    let aio = Proc::start(
+        "netflow",
+        dir.path(),
+        &[
+            ("BACKEND_URL", g.server.url()),
+            ("BOT_TOKEN", g.token.clone()),
+            ("NETFLOW_PORT", port.to_string()),
+            ("STATS_INTERVAL", "1".to_owned()),
+        ],
+        &["--listen", "127.0.0.1"],
+    );
+    aio.wait_for("listening for NetFlow", Duration::from_secs(30));
+    let status = std::process::Command::new(sf)
+        .args(["-a", "-d", "-r"])
+        .arg(caps.join("input-traffic.pcap"))
+        .args(["-v", "9", "-n", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run softflowd");
+    assert!(status.success(), "softflowd failed");
+    aio.wait_for("flows_stored=1654", Duration::from_secs(60));
+    g.server.set_status(false, Some(true));
+    wait_until("the 1min values", Duration::from_secs(90), || {
+        received(&g.server, "1min").contains_key("netflow.1min.ingress")
+    });
+    assert_eq!(
+        received(&g.server, "1min"),
+        expected(&flows, "1min", &g.entities)
+    );
+    assert!(aio.stop().success());
+}

@@ -335,7 +335,9 @@ fn proto(p: u8) -> String {
         6 => "TCP".into(),
         17 => "UDP".into(),
         47 => "GRE".into(),
+        50 => "ESP".into(),
         58 => "IPv6-ICMP".into(),
+        132 => "SCTP".into(),
         n => format!("proto{n}"),
     }
 }

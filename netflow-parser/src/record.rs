@@ -7,6 +7,7 @@ use crate::flow::Flow;
 use crate::header::FlowContext;
 use crate::template::{SlotId, Template, TemplateKind, TimeSource};
 use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
+use crate::v5::V5Record;
 use crate::wire::be_uint;
 
 /// One data record: its bytes and the template that describes them.
@@ -199,6 +200,11 @@ impl<'a> Record<'a> {
     /// source and destination address (such records are not flows; count them).
     #[inline]
     pub fn flow(&self, ctx: &FlowContext) -> Option<Flow> {
+        if self.template.is_v5()
+            && let Some(r) = self.data.first_chunk::<48>()
+        {
+            return Some(V5Record(r).flow(ctx));
+        }
         if self.is_options() {
             return None;
         }

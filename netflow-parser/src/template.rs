@@ -154,6 +154,8 @@ pub struct Template {
     /// Branch-free readers for the integer slots, when every slot is at a fixed offset and
     /// every record is at least 8 bytes long (see [`Wide`]).
     wide: Option<[Wide; SLOT_COUNT]>,
+    /// The static NetFlow v5 layout: records are read at constant offsets.
+    v5: bool,
 }
 
 /// Reads an integer slot with one 8-byte load: `(be_u64(rec[load_at..+8]) >> shift) & mask`.
@@ -524,6 +526,7 @@ impl Template {
             fixed_slots,
             times,
             wide,
+            v5: false,
         })
     }
 
@@ -590,6 +593,17 @@ impl Template {
             return rec.get(usize::from(slot.at)..)?.first_chunk::<N>();
         }
         self.slot_bytes(rec, s)?.first_chunk::<N>()
+    }
+
+    /// Marks the static v5 template.
+    pub(crate) fn into_v5(mut self) -> Template {
+        self.v5 = true;
+        self
+    }
+
+    #[inline(always)]
+    pub(crate) fn is_v5(&self) -> bool {
+        self.v5
     }
 
     #[inline(always)]

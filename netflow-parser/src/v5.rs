@@ -2,13 +2,15 @@
 //!
 //! Layout as documented by Cisco ("NetFlow Export Datagram Format", version 5).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::LazyLock;
 
 use crate::error::DecodeError;
 use crate::field::{FieldId, FieldSpec};
-use crate::header::Header;
+use crate::flow::Flow;
+use crate::header::{FlowContext, Header};
 use crate::template::{Template, TemplateKind};
+use crate::time::uptime_to_unix_ms;
 use crate::wire::{u16_at, u32_at};
 
 /// Byte positions, shared by the getters, the template used for by-id access and the emitter.
@@ -82,7 +84,7 @@ static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
         .map(|&(id, len)| FieldSpec::new(id, len))
         .collect();
     match Template::compile(0, TemplateKind::Data, &fields) {
-        Ok(t) => t,
+        Ok(t) => t.into_v5(),
         Err(_) => unreachable!("the v5 layout is a valid template"),
     }
 });
@@ -131,6 +133,7 @@ impl<'a> V5Packet<'a> {
     }
 
     /// The header facts.
+    #[inline]
     pub fn header(&self) -> Header {
         Header {
             version: 5,
@@ -145,31 +148,37 @@ impl<'a> V5Packet<'a> {
     }
 
     /// Number of records.
+    #[inline]
     pub fn count(&self) -> u16 {
         u16_at(self.hdr, field::COUNT)
     }
 
     /// Flows seen by the exporter before this packet's first record.
+    #[inline]
     pub fn flow_sequence(&self) -> u32 {
         u32_at(self.hdr, field::FLOW_SEQUENCE)
     }
 
     /// Engine type (slot / VIP type).
+    #[inline]
     pub fn engine_type(&self) -> u8 {
         self.hdr[field::ENGINE_TYPE]
     }
 
     /// Engine id (slot number).
+    #[inline]
     pub fn engine_id(&self) -> u8 {
         self.hdr[field::ENGINE_ID]
     }
 
     /// The records.
+    #[inline]
     pub fn records(&self) -> impl ExactSizeIterator<Item = V5Record<'a>> + 'a {
         self.records.iter().map(V5Record)
     }
 
     /// The record bytes (`count * 48` bytes), for reading through [`template`].
+    #[inline]
     pub fn records_bytes(&self) -> &'a [u8] {
         self.records.as_flattened()
     }
@@ -180,78 +189,128 @@ impl<'a> V5Packet<'a> {
 pub struct V5Record<'a>(pub &'a [u8; field::RECORD_LEN]);
 
 impl V5Record<'_> {
+    /// The normalized flow of this record (v5 has no direction: always ingress). Reads at
+    /// constant offsets; what [`Record::flow`](crate::Record::flow) does for v5 records.
+    #[inline]
+    pub fn flow(&self, ctx: &FlowContext) -> Flow {
+        let (start_ms, end_ms) = match ctx.header.sys_uptime_ms {
+            Some(up) => (
+                uptime_to_unix_ms(ctx.export_ms, up, self.first()),
+                uptime_to_unix_ms(ctx.export_ms, up, self.last()),
+            ),
+            None => (0, 0),
+        };
+        Flow {
+            ts_micros: ctx.ts_micros,
+            exporter: ctx.exporter,
+            input_if: u32::from(self.input()),
+            output_if: u32::from(self.output()),
+            direction: Flow::INGRESS,
+            protocol: self.protocol(),
+            src_addr: IpAddr::V4(self.src_addr()),
+            dst_addr: IpAddr::V4(self.dst_addr()),
+            src_port: self.src_port(),
+            dst_port: self.dst_port(),
+            bytes: u64::from(self.octets()),
+            packets: u64::from(self.packets()),
+            tcp_flags: self.tcp_flags(),
+            sampling_interval: ctx.sampling_interval.max(1),
+            start_ms,
+            end_ms,
+        }
+    }
+
+    #[inline]
     fn ip(&self, at: usize) -> Ipv4Addr {
         Ipv4Addr::from(u32_at(self.0, at))
     }
     /// Source address.
+    #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
         self.ip(field::SRCADDR)
     }
     /// Destination address.
+    #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
         self.ip(field::DSTADDR)
     }
     /// Next hop router.
+    #[inline]
     pub fn next_hop(&self) -> Ipv4Addr {
         self.ip(field::NEXTHOP)
     }
     /// Input interface index.
+    #[inline]
     pub fn input(&self) -> u16 {
         u16_at(self.0, field::INPUT)
     }
     /// Output interface index.
+    #[inline]
     pub fn output(&self) -> u16 {
         u16_at(self.0, field::OUTPUT)
     }
     /// Packets.
+    #[inline]
     pub fn packets(&self) -> u32 {
         u32_at(self.0, field::DPKTS)
     }
     /// Bytes (layer 3).
+    #[inline]
     pub fn octets(&self) -> u32 {
         u32_at(self.0, field::DOCTETS)
     }
     /// sysUptime at the first packet.
+    #[inline]
     pub fn first(&self) -> u32 {
         u32_at(self.0, field::FIRST)
     }
     /// sysUptime at the last packet.
+    #[inline]
     pub fn last(&self) -> u32 {
         u32_at(self.0, field::LAST)
     }
     /// Source port (softflowd puts ICMP type * 256 + code in the destination port).
+    #[inline]
     pub fn src_port(&self) -> u16 {
         u16_at(self.0, field::SRCPORT)
     }
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         u16_at(self.0, field::DSTPORT)
     }
     /// Cumulative TCP flags.
+    #[inline]
     pub fn tcp_flags(&self) -> u8 {
         self.0[field::TCP_FLAGS]
     }
     /// IP protocol.
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.0[field::PROT]
     }
     /// Type of service.
+    #[inline]
     pub fn tos(&self) -> u8 {
         self.0[field::TOS]
     }
     /// Source AS.
+    #[inline]
     pub fn src_as(&self) -> u16 {
         u16_at(self.0, field::SRC_AS)
     }
     /// Destination AS.
+    #[inline]
     pub fn dst_as(&self) -> u16 {
         u16_at(self.0, field::DST_AS)
     }
     /// Source prefix length.
+    #[inline]
     pub fn src_mask(&self) -> u8 {
         self.0[field::SRC_MASK]
     }
     /// Destination prefix length.
+    #[inline]
     pub fn dst_mask(&self) -> u8 {
         self.0[field::DST_MASK]
     }

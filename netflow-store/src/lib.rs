@@ -141,6 +141,11 @@ pub struct Expired {
 pub trait Store: Send + std::fmt::Debug {
     /// Stores a batch of flows in one transaction: all of them or, on error, none.
     ///
+    /// One window is unavoidable without a batch-id table: if the connection is lost while
+    /// the `COMMIT` itself is in flight, the batch may have landed although an error is
+    /// returned, and a retry stores it twice. Losses anywhere before (during the COPY, the
+    /// idle connection, a server restart) leave nothing behind.
+    ///
     /// Call with [`Flow::renormalized`] flows. On PostgreSQL, hourly partitions missing for
     /// the batch are created first. Large batches are much cheaper per flow than small ones
     /// (10k–100k flows per call; see `benches/README.md`).

@@ -334,28 +334,31 @@ fn unreachable_server_is_a_retryable_error() {
     );
 }
 
-/// Restarts the shared server: opt-in, because it breaks every other test running against it.
+/// Restarts the server: opt-in, because it breaks every other test running against it.
+/// `NETFLOW_STORE_TEST_PG_CLUSTER` names the cluster for `pg_ctlcluster` (default
+/// `<version> main`, the CI server); point `NETFLOW_STORE_TEST_PG` at the same cluster:
 /// `cargo test -p netflow-store --test postgres -- --ignored server_restart`
 #[test]
-#[ignore = "restarts the shared PostgreSQL server; run alone with --ignored"]
+#[ignore = "restarts the PostgreSQL server; run alone with --ignored"]
 fn server_restart_mid_run() {
     let db = PgDb::new();
     let mut s = PgStore::open(&db.config).unwrap();
     let a: Vec<_> = (0..1000).map(|i| flow(T0 + i, "192.0.2.1")).collect();
     s.write_flows(&a).unwrap();
-    let version = std::fs::read_dir("/etc/postgresql")
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .file_name();
+    let cluster = std::env::var("NETFLOW_STORE_TEST_PG_CLUSTER").unwrap_or_else(|_| {
+        let version = std::fs::read_dir("/etc/postgresql")
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name();
+        format!("{} main", version.to_str().unwrap())
+    });
+    let (version, name) = cluster
+        .split_once(' ')
+        .expect("NETFLOW_STORE_TEST_PG_CLUSTER: `<version> <name>`");
     let ok = std::process::Command::new("pg_ctlcluster")
-        .args([
-            "--skip-systemctl-redirect",
-            version.to_str().unwrap(),
-            "main",
-            "restart",
-        ])
+        .args(["--skip-systemctl-redirect", version, name, "restart"])
         .status()
         .unwrap()
         .success();

@@ -9,11 +9,12 @@
 //!   forget exactly the same flows.
 //! * **A batch is all or nothing.** [`Store::write_flows`] is one transaction. After an error
 //!   for which [`StoreError::is_retryable`] is true (connection lost, server restarting, busy
-//!   file) nothing of the batch was stored: retry the same batch and it lands exactly once. The
-//!   store reconnects by itself on the next call.
+//!   file) retry the same batch and it lands exactly once, even if the connection died while
+//!   the `COMMIT` was in flight (the retry asks whether it landed). The store reconnects by
+//!   itself on the next call.
 //! * **Streaming reads.** [`Store::for_each_flow`] hands the flows of a window to a callback row
-//!   by row (a row stream on PostgreSQL, a stepping statement on SQLite): memory does not grow
-//!   with the window.
+//!   by row (a server-side cursor fetched in chunks on PostgreSQL, a stepping statement on
+//!   SQLite): memory does not grow with the window.
 //! * **Migrations.** Opening a store applies the numbered migrations it lacks, each in its own
 //!   transaction, recorded in `<prefix>schema_migrations`; concurrent openers serialize (a
 //!   PostgreSQL advisory lock, SQLite's write lock), so a schema is migrated exactly once.
@@ -141,10 +142,10 @@ pub struct Expired {
 pub trait Store: Send + std::fmt::Debug {
     /// Stores a batch of flows in one transaction: all of them or, on error, none.
     ///
-    /// One window is unavoidable without a batch-id table: if the connection is lost while
-    /// the `COMMIT` itself is in flight, the batch may have landed although an error is
-    /// returned, and a retry stores it twice. Losses anywhere before (during the COPY, the
-    /// idle connection, a server restart) leave nothing behind.
+    /// Retrying after a retryable error stores the batch exactly once, even when the
+    /// connection was lost while the `COMMIT` was in flight (PostgreSQL): each batch records
+    /// its number in `<prefix>writers` in the same transaction, and the retry (recognized by a
+    /// hash of its flows) first asks whether that number was committed.
     ///
     /// Call with [`Flow::renormalized`] flows. On PostgreSQL, hourly partitions missing for
     /// the batch are created first. Large batches are much cheaper per flow than small ones

@@ -138,6 +138,9 @@ struct Sql {
     job_set: String,
     partitions: String,
     summarize: String,
+    mark_batch: String,
+    last_batch: String,
+    forget_writers: String,
     migrations_table: String,
 }
 
@@ -190,6 +193,12 @@ impl Sql {
                  WHERE i.inhparent = to_regclass('{p}flows_ts_brin') \
                  AND x.indrelid IN (to_regclass($1), to_regclass($2))"
             ),
+            mark_batch: format!(
+                "INSERT INTO {p}writers (writer_id, last_batch) VALUES ($1, $2) ON CONFLICT (writer_id) \
+                 DO UPDATE SET last_batch = EXCLUDED.last_batch, updated_at = now()"
+            ),
+            last_batch: format!("SELECT last_batch FROM {p}writers WHERE writer_id = $1"),
+            forget_writers: format!("DELETE FROM {p}writers WHERE updated_at < $1"),
             migrations_table: format!(
                 "CREATE TABLE IF NOT EXISTS {p}schema_migrations (\
                  version integer PRIMARY KEY, description text NOT NULL, \
@@ -276,6 +285,27 @@ pub struct PgStore {
     partitions_ahead: u32,
     /// Hours whose partition is known to exist.
     partitions: BTreeSet<i64>,
+    /// This store's row in `<prefix>writers`: random per instance.
+    writer_id: i64,
+    /// Number of the last batch attempted; committed with it into `<prefix>writers`.
+    batch_seq: i64,
+    /// A batch whose COMMIT was in flight when the connection was lost.
+    in_doubt: Option<InDoubt>,
+}
+
+/// A batch that may or may not have landed: its number and a hash of its flows, to recognize
+/// its retry.
+#[derive(Debug, Clone, Copy)]
+struct InDoubt {
+    batch: i64,
+    fingerprint: u64,
+}
+
+fn fingerprint(flows: &[Flow]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    flows.hash(&mut h);
+    h.finish()
 }
 
 impl std::fmt::Debug for PgStore {
@@ -324,6 +354,14 @@ impl PgStore {
             retention_days: config.retention_days,
             partitions_ahead: config.partitions_ahead,
             partitions: BTreeSet::new(),
+            writer_id: {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u32(std::process::id());
+                i64::from_ne_bytes(h.finish().to_ne_bytes())
+            },
+            batch_seq: 0,
+            in_doubt: None,
         })
     }
 
@@ -413,19 +451,49 @@ impl PgStore {
             None => format!("COPY {}flows {}", sql.prefix, sql.copy_tail),
         };
         let max_ts = micros_to_time(max_ts)?;
-        self.conn.run(|client, statements| {
+        self.batch_seq += 1;
+        let (writer, batch) = (self.writer_id, self.batch_seq);
+        let mut committing = false;
+        let r = self.conn.run(|client, statements| {
             let copy = prepared(client, statements, &copy)?;
             let bump = prepared(client, statements, &sql.bump_max_ts)?;
+            let mark = prepared(client, statements, &sql.mark_batch)?;
             let mut tx = client.transaction()?;
-            let mut writer = BinaryCopyInWriter::new(tx.copy_in(&copy)?, &sql.types);
+            let mut copy_writer = BinaryCopyInWriter::new(tx.copy_in(&copy)?, &sql.types);
             for f in flows {
-                writer.write(&PgRow::new(f)?.values())?;
+                copy_writer.write(&PgRow::new(f)?.values())?;
             }
-            writer.finish()?;
+            copy_writer.finish()?;
             tx.execute(&bump, &[&max_ts])?;
+            tx.execute(&mark, &[&writer, &batch])?;
+            committing = true;
             tx.commit()?;
             Ok(())
-        })
+        });
+        if committing && matches!(r, Err(StoreError::ConnectionLost(_))) {
+            self.in_doubt = Some(InDoubt {
+                batch,
+                fingerprint: fingerprint(flows),
+            });
+        }
+        r
+    }
+
+    /// Whether the batch in doubt landed, if `flows` is its retry (`Some(true)`: do not write
+    /// it again). Keeps the doubt while the server cannot be asked.
+    fn resolve_doubt(&mut self, flows: &[Flow]) -> Result<bool, StoreError> {
+        let Some(doubt) = self.in_doubt else {
+            return Ok(false);
+        };
+        let (sql, writer) = (&self.sql, self.writer_id);
+        let last: Option<i64> = self.conn.run(|client, _| {
+            Ok(client
+                .query_opt(&sql.last_batch, &[&writer])?
+                .map(|r| r.try_get(0))
+                .transpose()?)
+        })?;
+        self.in_doubt = None;
+        Ok(last.is_some_and(|b| b >= doubt.batch) && fingerprint(flows) == doubt.fingerprint)
     }
 }
 
@@ -468,6 +536,9 @@ impl Store for PgStore {
         let Some((lo, hi)) = crate::ts_span(flows)? else {
             return Ok(());
         };
+        if self.resolve_doubt(flows)? {
+            return Ok(()); // the retry of a batch whose COMMIT landed although its reply was lost
+        }
         let (first, last) = (partition::hour_of(lo), partition::hour_of(hi));
         let hours: BTreeSet<i64> = if last - first <= 48 {
             (first..=last).collect()
@@ -681,6 +752,11 @@ impl Store for PgStore {
         for h in &old {
             self.partitions.remove(h);
         }
+        let cutoff = micros_to_time(cutoff_hour.saturating_mul(HOUR_MICROS).max(MIN_TS_MICROS))?;
+        self.conn.run(|client, _| {
+            client.execute(&sql.forget_writers, &[&cutoff])?;
+            Ok(())
+        })?;
         Ok(Expired {
             cutoff_micros: cutoff_hour.saturating_mul(HOUR_MICROS),
             partitions_dropped: old.len() as u64,

@@ -91,7 +91,7 @@ pub(crate) struct Migration {
 }
 
 /// All migrations, oldest first; `MIGRATIONS[i].version == i + 1`.
-pub(crate) const MIGRATIONS: [Migration; 3] = [
+pub(crate) const MIGRATIONS: [Migration; 4] = [
     Migration {
         version: 1,
         description: "flows partitioned by hour; bot job bookkeeping",
@@ -184,6 +184,20 @@ pub(crate) const MIGRATIONS: [Migration; 3] = [
                 max_ts INTEGER
             );
             INSERT INTO {p}flow_stats (id, max_ts) SELECT 1, max(ts) FROM {p}flows;",
+    },
+    Migration {
+        version: 4,
+        // Each batch's transaction records (writer, batch number): when the connection drops
+        // while COMMIT is in flight, the retry asks whether the batch landed instead of
+        // writing it twice. A local SQLite commit is never in doubt.
+        description: "writers: last committed batch per writer instance",
+        postgres: "
+            CREATE TABLE {p}writers (
+                writer_id  bigint PRIMARY KEY,
+                last_batch bigint NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now()
+            );",
+        sqlite: "",
     },
 ];
 

@@ -189,6 +189,11 @@ fn upgrades_every_older_schema_in_place() {
             )
             .unwrap();
         }
+        if from >= 3 {
+            // a version-3 writer kept max_ts with every batch
+            c.batch_execute("UPDATE netflow_flow_stats SET max_ts = '2023-11-14 22:13:20+00'")
+                .unwrap();
+        }
         drop(s);
         let mut s = PgStore::open(&db.config).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION, "from {from}");
@@ -451,4 +456,102 @@ fn partition_dropped_by_another_process_is_recreated() {
         assert_eq!(count(&mut db.client()), 10);
         maintenance.expire_before(H0 + 3 * HOUR).unwrap();
     }
+}
+
+/// A TCP proxy in front of the server that, once armed, forwards the client's `COMMIT`, lets
+/// the server commit, and then cuts the connection before the reply reaches the client: the
+/// one case where the client cannot know whether its batch landed.
+fn commit_cutting_proxy(armed: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = {
+        let c = common::pg_admin_config();
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        format!("127.0.0.1:{port}")
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let server = TcpStream::connect(&upstream).unwrap();
+            let cut = Arc::new(AtomicBool::new(false));
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (armed, cut2) = (armed.clone(), cut.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = c_in.read(&mut buf) {
+                    let commit = buf[..n].windows(7).any(|w| w == b"COMMIT\0");
+                    if commit && armed.swap(false, Ordering::SeqCst) {
+                        cut2.store(true, Ordering::SeqCst);
+                        let _ = s_out.write_all(&buf[..n]);
+                        std::thread::sleep(Duration::from_millis(300)); // the server commits
+                        let _ = c_in.shutdown(Shutdown::Both);
+                        let _ = s_out.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if s_out.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                let _ = s_out.shutdown(Shutdown::Both);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = s_in.read(&mut buf) {
+                    if cut.load(Ordering::SeqCst) || c_out.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                let _ = c_out.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn batch_whose_commit_reply_was_lost_is_not_written_twice() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let db = PgDb::new();
+    let armed = Arc::new(AtomicBool::new(false));
+    let port = commit_cutting_proxy(armed.clone());
+    let admin = common::pg_admin_config();
+    let mut pg = postgres::Config::new();
+    pg.host("127.0.0.1")
+        .port(port)
+        .dbname(&db.name)
+        .user(admin.get_user().unwrap_or("postgres"));
+    if let Some(pw) = admin.get_password() {
+        pg.password(pw);
+    }
+    let mut s = PgStore::open(&StoreConfig::new(Backend::Postgres(Box::new(pg)))).unwrap();
+    s.ensure_partitions(T0).unwrap(); // no partition DDL (and its COMMIT) inside the write
+    let a: Vec<_> = (0..1000).map(|i| flow(T0 + i, "192.0.2.1")).collect();
+    let b: Vec<_> = (0..1000)
+        .map(|i| flow(T0 + 1000 + i, "192.0.2.1"))
+        .collect();
+    s.write_flows(&a).unwrap();
+
+    armed.store(true, Ordering::SeqCst);
+    let err = s.write_flows(&b).unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        !armed.load(Ordering::SeqCst),
+        "the proxy never saw the COMMIT"
+    );
+    let mut admin = db.client();
+    assert_eq!(
+        count(&mut admin),
+        2000,
+        "the COMMIT landed although its reply was lost"
+    );
+    s.write_flows(&b).unwrap(); // the retry: recognized as landed, not written again
+    assert_eq!(count(&mut admin), 2000);
+    // a different batch after a doubt is written normally
+    let c: Vec<_> = (0..10).map(|i| flow(T0 + 5000 + i, "192.0.2.1")).collect();
+    s.write_flows(&c).unwrap();
+    assert_eq!(count(&mut admin), 2010);
 }

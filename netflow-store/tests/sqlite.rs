@@ -72,6 +72,11 @@ fn upgrades_every_older_schema_in_place() {
             ))
             .unwrap();
         }
+        if from >= 3 {
+            // a version-3 writer kept max_ts with every batch
+            c.execute_batch(&format!("UPDATE netflow_flow_stats SET max_ts = {T0}"))
+                .unwrap();
+        }
         drop(s);
         let mut s = SqliteStore::open(&db.config).unwrap();
         assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);

@@ -221,12 +221,17 @@ pub fn run_writer(cli: &WriterCli) -> Result<(), Error> {
     let stop = stop_flag()?;
     let counters = Arc::new(Counters::default());
     let (q, rx) = collector::queue(1 << 16, 64 << 20);
-    writer::spawn_pipe_reader(path.clone(), q, Arc::clone(&counters))
-        .map_err(Error::io(format!("NAMED_PIPE_FILENAME {}", path.display())))?;
+    let reader =
+        writer::spawn_pipe_reader(path.clone(), q, Arc::clone(&counters), Arc::clone(&stop))
+            .map_err(Error::io(format!("NAMED_PIPE_FILENAME {}", path.display())))?;
     let store = open_store(&cli.store, &stop)?;
     let stats_thread = start_stats("writer", &cli.stats, &counters, &stop)?;
     let mut w = Writer::new(store, writer_config(&cli.writer), Arc::clone(&counters));
-    writer::run(&mut w, &rx, &stop);
+    // On SIGTERM/SIGINT the reader drains the pipe and ends; the writer loop ends when the
+    // queue it filled is empty (`Disconnected`), so every drained frame is written.
+    let never = AtomicBool::new(false);
+    writer::run(&mut w, &rx, &never);
+    let _ = reader.join();
     stop.store(true, Ordering::Relaxed);
     if let Some(h) = stats_thread {
         let _ = h.join();

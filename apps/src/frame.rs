@@ -133,6 +133,16 @@ impl<R: Read> FrameReader<R> {
         self.stats
     }
 
+    /// Bytes read but not yet returned as a frame (the start of a frame still being written).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     /// Drops buffered bytes (after the other side reconnected, a partial frame is garbage).
     pub fn reset(&mut self) {
         self.stats.skipped_bytes += (self.end - self.start) as u64;

@@ -34,6 +34,7 @@ macro_rules! counters {
 counters! {
     packets_received: "UDP datagrams received",
     bytes_received: "UDP payload bytes received",
+    socket_drops: "datagrams the kernel dropped because the socket receive buffer was full",
     queue_drops: "datagrams dropped because the bounded queue was full (consumer absent or slow)",
     pipe_frames: "frames written to the named pipe",
     pipe_reconnects: "times the named pipe was (re)opened",

@@ -530,30 +530,65 @@ pub fn run(writer: &mut Writer, rx: &QueueRx, stop: &AtomicBool) {
     }
 }
 
-/// Reads frames from the named pipe at `path` (created if missing) into `queue` until the
-/// process ends. The pipe is opened read-write, so the reader never sees end-of-file when a
-/// collector exits and simply waits for the next one; a frame cut by a killed collector is
-/// skipped by the checksum ([`crate::frame`]). When `queue` is full it waits (back-pressure
-/// reaches the collector's bounded queue, which counts its drops).
+/// Longest time the pipe reader keeps draining the named pipe after SIGTERM/SIGINT (when the
+/// collector writes as fast as it is read, the pipe never runs empty).
+pub const PIPE_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Kernel buffer asked for the named pipe (Linux allows up to `/proc/sys/fs/pipe-max-size`,
+/// 1 MiB by default): fewer wake-ups at high rates, more room while the writer restarts.
+pub const PIPE_SIZE: usize = 1 << 20;
+
+/// Reads frames from the named pipe at `path` (created if missing) into `queue` until `stop`,
+/// then drains it: reads on, without blocking, until the pipe is empty (or for at most
+/// [`PIPE_DRAIN_LIMIT`]), so that frames sitting in the kernel's pipe buffer are not lost
+/// when the writer restarts. The thread then ends and drops `queue`, which tells the writer
+/// loop ([`run`]) that nothing more will come.
+///
+/// The pipe is opened read-write, so the reader never sees end-of-file when a collector exits
+/// and simply waits for the next one; a frame cut by a killed collector is skipped by the
+/// checksum ([`crate::frame`]). When `queue` is full it waits (back-pressure reaches the
+/// collector's bounded queue, which counts its drops).
 pub fn spawn_pipe_reader(
     path: PathBuf,
     queue: crate::collector::Queue,
     counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use std::os::unix::fs::OpenOptionsExt;
     crate::collector::ensure_fifo(&path)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(&path)?;
+    match rustix::pipe::fcntl_setpipe_size(&file, PIPE_SIZE) {
+        Ok(n) => debug!(bytes = n, "named pipe buffer size"),
+        Err(e) => debug!(error = %e, "named pipe buffer size unchanged"),
+    }
     info!(path = %path.display(), "reading frames from the named pipe");
     std::thread::Builder::new()
         .name("pipe-read".into())
         .spawn(move || {
             let mut r = crate::frame::FrameReader::new(file);
             let mut skipped = 0;
+            let mut drain: Option<(Instant, u64)> = None;
+            let mut last_data = Instant::now();
             loop {
+                if drain.is_none() && stop.load(Ordering::Relaxed) {
+                    drain = Some((Instant::now() + PIPE_DRAIN_LIMIT, r.stats().frames));
+                }
+                if let Some((deadline, _)) = drain
+                    && Instant::now() >= deadline
+                {
+                    warn!(
+                        limit = ?PIPE_DRAIN_LIMIT,
+                        "named pipe still not empty; the rest waits there for the next writer"
+                    );
+                    break;
+                }
                 match r.next_frame() {
                     Ok(Some(d)) => {
+                        last_data = Instant::now();
                         stats::add(&counters.frames_read, 1);
                         let s = r.stats().skipped_bytes;
                         if s != skipped {
@@ -569,11 +604,91 @@ pub fn spawn_pipe_reader(
                         }
                     }
                     Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Empty. When draining, done, unless a frame is half read: the
+                        // collector is writing it, wait a little for the rest.
+                        if drain.is_some()
+                            && (r.buffered() == 0
+                                || last_data.elapsed() > Duration::from_millis(500))
+                        {
+                            break;
+                        }
+                        wait_readable(r.get_ref(), Duration::from_millis(100));
+                    }
                     Err(e) => {
                         warn!(error = %e, "reading the named pipe failed");
                         std::thread::sleep(Duration::from_millis(200));
                     }
                 }
             }
+            let drained = drain.map_or(0, |(_, at)| r.stats().frames - at);
+            info!(
+                frames = drained,
+                unread_bytes = r.buffered(),
+                "named pipe drained"
+            );
         })
+}
+
+/// Waits until `f` is readable or `timeout` passed.
+fn wait_readable(f: &std::fs::File, timeout: Duration) {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let t = Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(f, PollFlags::IN)];
+    if rustix::event::poll(&mut fds, Some(&t)).is_err() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    /// SIGTERM with frames still in the kernel's pipe buffer: the reader reads them all, then
+    /// ends, closing the queue so that the writer loop ends once it has handled them.
+    #[test]
+    fn test_pipe_reader_drains_the_pipe_before_ending() {
+        let dir = std::env::temp_dir().join(format!("netflow-drain-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("pipe");
+        crate::collector::ensure_fifo(&path).expect("fifo");
+        // The collector's end (read-write, so that opening does not wait for a reader).
+        let mut w = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let mut buf = Vec::new();
+        for i in 0..200u8 {
+            let d = Datagram {
+                exporter: "192.0.2.1:2055".parse().expect("addr"),
+                ts_micros: i64::from(i),
+                payload: vec![i; 100],
+            };
+            crate::frame::encode(&mut buf, &d).expect("encode");
+        }
+        w.write_all(&buf).expect("write");
+        let stop = Arc::new(AtomicBool::new(true)); // the signal came before the reader ran
+        let (q, rx) = crate::collector::queue(1000, 1 << 20);
+        let counters = Arc::new(Counters::default());
+        let h = spawn_pipe_reader(path, q, Arc::clone(&counters), stop).expect("spawn");
+        h.join().expect("join");
+        let mut got = Vec::new();
+        while let Some(d) = rx.try_recv() {
+            got.push(d.ts_micros);
+        }
+        assert_eq!(got, (0..200).collect::<Vec<i64>>());
+        assert_eq!(counters.frames_read.load(Ordering::Relaxed), 200);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_millis(10)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        ));
+        drop(w);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -243,7 +243,8 @@ fn newer_schema_is_refused() {
     assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
 }
 
-/// Terminates every backend of the test database except the caller's; returns how many.
+/// Terminates the store's connections to the test database (not autovacuum's, not the
+/// caller's); returns how many.
 fn terminate_store_connections(c: &mut postgres::Client, db: &str, only_copy: bool) -> i64 {
     let filter = if only_copy {
         "AND query LIKE 'COPY%' AND state = 'active'"
@@ -253,7 +254,7 @@ fn terminate_store_connections(c: &mut postgres::Client, db: &str, only_copy: bo
     c.query(
         &format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid() {filter}"
+             WHERE datname = $1 AND application_name = 'netflow-store' {filter}"
         ),
         &[&db],
     )

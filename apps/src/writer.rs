@@ -232,10 +232,14 @@ impl Writer {
             .filter(|f| f.exporter == exporter)
             .count() as u64;
         stats::add(&c.flows_decoded, n_flows);
+        // What the exporter's sequence number counts for this datagram (IPFIX: its own data
+        // records, options included; released pending sets belong to earlier datagrams).
+        let units =
+            SequenceTracker::units(&header, decoded.data_records(), decoded.options_records());
         let event = self
             .seq
-            .observe(ExporterKey::from(exporter), &header, records);
-        let units = u64::from(SequenceTracker::units(&header, records));
+            .observe_units(ExporterKey::from(exporter), &header, units);
+        let units = u64::from(units.all);
         let lost = match event {
             SequenceEvent::Gap { missing } => u64::from(missing),
             _ => 0,

@@ -1,12 +1,14 @@
 //! The stateful decoder: one template cache and one pending buffer for all exporters.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 
 use crate::cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
 use crate::error::DecodeError;
 use crate::flow::Flow;
 use crate::header::{FlowContext, Header};
 use crate::ipfix::{self, IpfixPacket};
+use crate::options::{DomainInfo, DomainKey, OptionsState};
 use crate::record::{Record, Records};
 use crate::template::{self, Template, TemplateRecord};
 use crate::v5::{self, V5Packet};
@@ -61,6 +63,9 @@ pub struct Decoder {
     ready: Vec<PendingSet>,
     issues: Vec<DecodeError>,
     expired: Vec<ExpiredSet>,
+    options: OptionsState,
+    data_records: u32,
+    options_records: u32,
 }
 
 impl Decoder {
@@ -89,6 +94,24 @@ impl Decoder {
     /// The template cache, to import, export or forget templates.
     pub fn cache_mut(&mut self) -> &mut TemplateCache {
         &mut self.cache
+    }
+
+    /// What options data announced for one domain of one exporter: sampling rates, system
+    /// init time, interface names.
+    pub fn domain_info(&self, key: &DomainKey) -> Option<&DomainInfo> {
+        self.options.domain(key)
+    }
+
+    /// Every domain with what its options data announced.
+    pub fn domains(&self) -> impl Iterator<Item = (&DomainKey, &DomainInfo)> {
+        self.options.domains()
+    }
+
+    /// Sets (or with `None` clears) the sampling interval of every flow of an exporter (by
+    /// address), whatever it announces: for devices that sample without saying so. It applies
+    /// to datagrams decoded from now on.
+    pub fn set_sampling_override(&mut self, exporter: IpAddr, rate: Option<u32>) {
+        self.options.set_override(exporter, rate);
     }
 
     /// Data sets waiting for their template.
@@ -177,17 +200,44 @@ impl Decoder {
             }
             v => return Err(DecodeError::Version(v)),
         };
-        let ctx = FlowContext::new(exporter.addr, ts_micros, header);
+        let mut ctx = FlowContext::new(exporter.addr, ts_micros, header);
+        self.data_records = 0;
+        self.options_records = 0;
         let body = match body {
             Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, sets)),
-            v5 => v5,
+            Body::V5(records) => {
+                self.data_records = u32::from(header.count);
+                Body::V5(records)
+            }
         };
+        self.apply_options(exporter, &mut ctx);
         Ok(Decoded {
             decoder: self,
             exporter,
             ctx,
             body,
         })
+    }
+
+    /// Sampling rate and system init time for flows of this context, from the override or
+    /// the domain's options data.
+    fn apply_options(&self, exporter: ExporterKey, ctx: &mut FlowContext) {
+        let h = ctx.header;
+        let info = if h.version == 5 {
+            None
+        } else {
+            self.options.domain(&DomainKey {
+                exporter,
+                version: h.version,
+                domain: h.source_id,
+            })
+        };
+        ctx.system_init_ms = info.and_then(|i| i.system_init_ms);
+        ctx.sampling_interval = match self.options.override_for(exporter.addr) {
+            Some(r) => r,
+            None if h.version == 5 => h.sampling_interval(),
+            None => info.and_then(DomainInfo::default_rate).unwrap_or(1),
+        };
     }
 
     /// Learns templates, queues data sets without a template, checks the rest; returns the sets
@@ -237,7 +287,22 @@ impl Decoder {
         for set in framed.clone().flatten().filter(|s| s.id >= 256) {
             let key = key(set.id);
             match self.cache.get(&key) {
-                Some(t) => check_set(t, &set, &mut self.issues),
+                Some(t) => {
+                    let records = check_set(t, &set, &mut self.issues);
+                    if matches!(t.kind(), template::TemplateKind::Options { .. }) {
+                        let dk = DomainKey {
+                            exporter,
+                            version,
+                            domain,
+                        };
+                        self.options_records = self.options_records.saturating_add(records);
+                        for r in Records::new(set.body, t) {
+                            self.options.learn(dk, &r);
+                        }
+                    } else {
+                        self.data_records = self.data_records.saturating_add(records);
+                    }
+                }
                 None => self.defer(key, ctx, &set),
             }
         }
@@ -251,6 +316,9 @@ impl Decoder {
                     && let Some(p) = self.pending.remove(i)
                 {
                     self.pending_bytes -= p.body.len();
+                    let mut p = p;
+                    let exporter = p.key.exporter;
+                    self.apply_options(exporter, &mut p.ctx);
                     self.ready.push(p);
                 } else {
                     i += 1;
@@ -352,15 +420,23 @@ impl Decoder {
 }
 
 /// Reports a data set's leftover bytes that cannot be padding, or a record that overruns it.
-fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) {
+/// Returns the number of records.
+fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) -> u32 {
     let body = set.body;
+    let mut records = 0u32;
     let tail = match t.record_len() {
-        Some(n) => body.get(body.len() - body.len() % n..).unwrap_or(&[]),
+        Some(n) => {
+            records = u32::try_from(body.len() / n).unwrap_or(u32::MAX);
+            body.get(body.len() - body.len() % n..).unwrap_or(&[])
+        }
         None => {
             let mut rest = body;
             while rest.len() >= t.min_record_len() {
                 match t.varlen_record_len(rest) {
-                    Some(n) => rest = rest.get(n..).unwrap_or(&[]),
+                    Some(n) => {
+                        rest = rest.get(n..).unwrap_or(&[]);
+                        records += 1;
+                    }
                     None => {
                         let needed = t.min_record_len().saturating_sub(rest.len()).max(1);
                         let offset = set.offset + 4 + offset_in(body, rest);
@@ -369,7 +445,7 @@ fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) {
                             template_id: set.id,
                             needed,
                         });
-                        return;
+                        return records;
                     }
                 }
             }
@@ -384,6 +460,7 @@ fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) {
             length: tail.len(),
         });
     }
+    records
 }
 
 #[derive(Debug, Clone)]
@@ -429,12 +506,8 @@ impl<'a> Decoded<'a> {
     /// skipped. Counters are as exported (see [`Flow::renormalized`]).
     pub fn flows(&self) -> Flows<'a> {
         let mut sets = self.data_sets();
-        let current = sets.next();
-        Flows {
-            records: current.map(|s| s.flow_records()),
-            ctx: current.map(|s| s.ctx),
-            sets,
-        }
+        let current = sets.next().map(|s| (s, s.flow_records()));
+        Flows { sets, current }
     }
 
     /// Per-set problems: bad templates, limits hit, reserved set ids, sets waiting for their
@@ -442,6 +515,18 @@ impl<'a> Decoded<'a> {
     /// ended framing early.
     pub fn issues(&self) -> &'a [DecodeError] {
         &self.decoder.issues
+    }
+
+    /// Data records of data templates (flows) carried by this datagram itself, not counting
+    /// pending sets released by it, nor options records.
+    pub fn data_records(&self) -> u32 {
+        self.decoder.data_records
+    }
+
+    /// Options data records carried by this datagram. An IPFIX sequence number counts
+    /// `data_records() + options_records()` (RFC 7011 §3.1); some exporters count flows only.
+    pub fn options_records(&self) -> u32 {
+        self.decoder.options_records
     }
 
     /// Pending sets given up during this call (their template never came): lost records.
@@ -474,13 +559,14 @@ impl<'a> Iterator for DataSets<'a> {
                 self.v5_done = true;
                 let body: &'a [u8] = records;
                 let t = v5::template();
-                return Some(DataSet {
-                    key: key(0),
-                    offset: v5::field::HEADER_LEN,
-                    template: t,
+                return Some(DataSet::new(
+                    d.decoder,
+                    key(0),
+                    v5::field::HEADER_LEN,
+                    t,
                     body,
-                    ctx: d.ctx,
-                });
+                    d.ctx,
+                ));
             }
             Body::V5(_) => {}
             Body::Sets(sets) => {
@@ -490,13 +576,7 @@ impl<'a> Iterator for DataSets<'a> {
                     }
                     let k = key(set.id);
                     if let Some(t) = d.decoder.cache.get(&k) {
-                        return Some(DataSet {
-                            key: k,
-                            offset: set.offset,
-                            template: t,
-                            body: set.body,
-                            ctx: d.ctx,
-                        });
+                        return Some(DataSet::new(d.decoder, k, set.offset, t, set.body, d.ctx));
                     }
                 }
             }
@@ -505,13 +585,7 @@ impl<'a> Iterator for DataSets<'a> {
         while let Some(p) = decoder.ready.get(self.ready) {
             self.ready += 1;
             if let Some(t) = decoder.cache.get(&p.key) {
-                return Some(DataSet {
-                    key: p.key,
-                    offset: p.offset,
-                    template: t,
-                    body: &p.body,
-                    ctx: p.ctx,
-                });
+                return Some(DataSet::new(decoder, p.key, p.offset, t, &p.body, p.ctx));
             }
         }
         None
@@ -526,9 +600,59 @@ pub struct DataSet<'a> {
     template: &'a Template,
     body: &'a [u8],
     ctx: FlowContext,
+    /// Per-sampler rates, when records name their sampler (FLOW_SAMPLER_ID 48, selectorId 302).
+    samplers: Option<&'a BTreeMap<u64, u32>>,
 }
 
 impl<'a> DataSet<'a> {
+    fn new(
+        decoder: &'a Decoder,
+        key: TemplateKey,
+        offset: usize,
+        template: &'a Template,
+        body: &'a [u8],
+        ctx: FlowContext,
+    ) -> DataSet<'a> {
+        let samplers = if template.names_sampler()
+            && decoder.options.override_for(key.exporter.addr).is_none()
+        {
+            let dk = DomainKey {
+                exporter: key.exporter,
+                version: key.version,
+                domain: key.domain,
+            };
+            decoder
+                .options
+                .domain(&dk)
+                .map(|i| &i.samplers)
+                .filter(|m| !m.is_empty())
+        } else {
+            None
+        };
+        DataSet {
+            key,
+            offset,
+            template,
+            body,
+            ctx,
+            samplers,
+        }
+    }
+
+    /// The normalized flow of one of this set's records, with the sampling rate of the sampler
+    /// it names, if any.
+    #[inline]
+    pub fn flow(&self, r: &Record<'a>) -> Option<Flow> {
+        let mut f = r.flow(&self.ctx)?;
+        if let Some(m) = self.samplers
+            && let Some(id) = r.sampler_id()
+            && let Some(&rate) = m.get(&id)
+        {
+            f.sampling_interval = rate;
+        }
+        Some(f)
+    }
+
     /// The template key (for v5: version 5, template id 0).
     pub fn key(&self) -> TemplateKey {
         self.key
@@ -561,9 +685,9 @@ impl<'a> DataSet<'a> {
 
     /// The normalized flows of the records (none for an options set).
     pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
-        let ctx = self.ctx;
+        let set = *self;
         self.flow_records()
-            .filter_map(move |r: Record<'a>| r.flow(&ctx))
+            .filter_map(move |r: Record<'a>| set.flow(&r))
     }
 
     /// The records, or none for an options set.
@@ -581,8 +705,7 @@ impl<'a> DataSet<'a> {
 #[derive(Debug, Clone)]
 pub struct Flows<'a> {
     sets: DataSets<'a>,
-    records: Option<Records<'a>>,
-    ctx: Option<FlowContext>,
+    current: Option<(DataSet<'a>, Records<'a>)>,
 }
 
 impl Iterator for Flows<'_> {
@@ -591,15 +714,13 @@ impl Iterator for Flows<'_> {
     #[inline]
     fn next(&mut self) -> Option<Flow> {
         loop {
-            let (records, ctx) = (self.records.as_mut()?, self.ctx.as_ref()?);
+            let (set, records) = self.current.as_mut()?;
             for r in records.by_ref() {
-                if let Some(f) = r.flow(ctx) {
+                if let Some(f) = set.flow(&r) {
                     return Some(f);
                 }
             }
-            let next = self.sets.next();
-            self.records = next.map(|s| s.flow_records());
-            self.ctx = next.map(|s| s.ctx);
+            self.current = self.sets.next().map(|s| (s, s.flow_records()));
         }
     }
 }

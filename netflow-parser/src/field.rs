@@ -210,6 +210,10 @@ field_ids! {
     SAMPLING_PACKET_INTERVAL = 305;
     /// IPFIX `samplingPacketSpace`.
     SAMPLING_PACKET_SPACE = 306;
+    /// IPFIX `samplingSize`.
+    SAMPLING_SIZE = 309;
+    /// IPFIX `samplingPopulation`.
+    SAMPLING_POPULATION = 310;
 }
 
 impl core::fmt::Display for FieldId {

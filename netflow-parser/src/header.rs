@@ -56,6 +56,9 @@ pub struct FlowContext {
     pub sampling_interval: u32,
     /// The header's export time in Unix ms ([`Header::export_ms`]), computed once.
     pub export_ms: u64,
+    /// The exporter's systemInitTimeMilliseconds (IPFIX 160) learned from its options data:
+    /// the base of sysUpTime-relative times (21/22) in IPFIX, whose header has no uptime.
+    pub system_init_ms: Option<u64>,
 }
 
 impl FlowContext {
@@ -68,6 +71,7 @@ impl FlowContext {
             header,
             sampling_interval: header.sampling_interval(),
             export_ms: header.export_ms(),
+            system_init_ms: None,
         }
     }
 }

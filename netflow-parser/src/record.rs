@@ -69,6 +69,34 @@ impl<'a> Record<'a> {
         Fields {
             record: *self,
             index: 0,
+            end: self.template.fields().len(),
+        }
+    }
+
+    /// The scope fields of an options record (RFC 3954 §6.2, RFC 7011 §3.4.2.2); none for a
+    /// data record. In v9 their ids are scope types (1 system, 2 interface, 3 line card,
+    /// 4 cache, 5 template).
+    pub fn scope(&self) -> Fields<'a> {
+        Fields {
+            record: *self,
+            index: 0,
+            end: self.scope_count(),
+        }
+    }
+
+    /// The non-scope fields: all of a data record's, the option fields of an options record.
+    pub fn options(&self) -> Fields<'a> {
+        Fields {
+            record: *self,
+            index: self.scope_count(),
+            end: self.template.fields().len(),
+        }
+    }
+
+    fn scope_count(&self) -> usize {
+        match self.template.kind() {
+            TemplateKind::Data => 0,
+            TemplateKind::Options { scope_fields } => usize::from(scope_fields),
         }
     }
 
@@ -155,6 +183,13 @@ impl<'a> Record<'a> {
         self.slot_uint(SlotId::TcpFlags).map(|v| (v & 0xff) as u8)
     }
 
+    /// The sampler a data record names: `FLOW_SAMPLER_ID` (48) or IPFIX `selectorId` (302).
+    #[inline]
+    pub fn sampler_id(&self) -> Option<u64> {
+        self.slot_uint(SlotId::SamplerId)
+            .or_else(|| self.slot_uint(SlotId::SelectorId))
+    }
+
     /// `SAMPLING_INTERVAL` (34), as in options records.
     #[inline]
     pub fn sampling_interval(&self) -> Option<u32> {
@@ -183,8 +218,14 @@ impl<'a> Record<'a> {
             TimeSource::Millis(s) => self.slot_uint(s).unwrap_or(0),
             TimeSource::Secs(s) => self.slot_uint(s).unwrap_or(0).saturating_mul(1000),
             TimeSource::Ntp(s) => self.slot_uint(s).map_or(0, ntp_to_unix_ms),
-            TimeSource::Uptime(s) => match (self.slot_uint(s), ctx.header.sys_uptime_ms) {
-                (Some(t), Some(uptime)) => uptime_to_unix_ms(ctx.export_ms, uptime, t as u32),
+            TimeSource::Uptime(s) => match (
+                self.slot_uint(s),
+                ctx.header.sys_uptime_ms,
+                ctx.system_init_ms,
+            ) {
+                (Some(t), Some(uptime), _) => uptime_to_unix_ms(ctx.export_ms, uptime, t as u32),
+                // IPFIX: relative to systemInitTimeMilliseconds learned from options data.
+                (Some(t), None, Some(init)) => init.saturating_add(t),
                 _ => 0,
             },
             TimeSource::InitPlusUptime(s) => {
@@ -268,11 +309,15 @@ impl<'a> Record<'a> {
 pub struct Fields<'a> {
     record: Record<'a>,
     index: usize,
+    end: usize,
 }
 
 impl<'a> Iterator for Fields<'a> {
     type Item = (FieldSpec, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.end {
+            return None;
+        }
         let spec = *self.record.template.fields().get(self.index)?;
         let bytes = self
             .record

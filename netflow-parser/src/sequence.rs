@@ -68,21 +68,78 @@ impl SequenceStats {
 
 const RECENT: usize = 16;
 
+/// How an exporter counts: RFC 3954 / 7011 number a packet by what was sent *before* it,
+/// counting every data record (options included). Some exporters count flows only, or include
+/// the current packet's records (softflowd's IPFIX). The tracker follows all four readings at
+/// once and reports the one with the fewest anomalies (the RFC's on a tie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Convention {
+    PriorAll = 0,
+    PriorFlows = 1,
+    CurrentAll = 2,
+    CurrentFlows = 3,
+}
+
+const CONVENTIONS: [Convention; 4] = [
+    Convention::PriorAll,
+    Convention::PriorFlows,
+    Convention::CurrentAll,
+    Convention::CurrentFlows,
+];
+
+/// What one packet accounts for in its sequence space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Units {
+    /// Every data record (IPFIX; options included), flows (v5), or 1 packet (v9).
+    pub all: u32,
+    /// The same without options records.
+    pub flows: u32,
+}
+
+/// Loss as one convention reads the sequence numbers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    lost: u64,
+    late: u64,
+    anomalies: u64,
+}
+
 #[derive(Debug, Clone)]
 struct State {
-    next: u32,
+    last_seq: u32,
+    last: Units,
+    tallies: [Tally; 4],
     uptime: Option<u32>,
     recent: [u32; RECENT],
     recent_at: usize,
     stats: SequenceStats,
 }
 
+impl State {
+    fn expected(&self, c: Convention, cur: Units) -> u32 {
+        self.last_seq.wrapping_add(match c {
+            Convention::PriorAll => self.last.all,
+            Convention::PriorFlows => self.last.flows,
+            Convention::CurrentAll => cur.all,
+            Convention::CurrentFlows => cur.flows,
+        })
+    }
+
+    /// The convention with the fewest anomalies so far.
+    fn best(&self) -> usize {
+        (0..4)
+            .min_by_key(|&i| (self.tallies[i].anomalies, i))
+            .unwrap_or(0)
+    }
+}
+
 /// Tracks sequence numbers per [`SequenceKey`] and counts what was lost.
 ///
-/// Feed it every decoded packet's header with [`SequenceTracker::observe`]. Numbers are compared
-/// modulo 2^32, so wrapping counters are fine. A jump forward of more than `window` units, or
-/// back by more than `window`, or an uptime that went back by more than 10 s, is an exporter
-/// restart, not a loss.
+/// Feed it every decoded packet with [`SequenceTracker::observe_decoded`] (or
+/// [`SequenceTracker::observe`] with the header and the units). Numbers are compared modulo
+/// 2^32, so wrapping counters are fine. A jump forward of more than `window` units, or back by
+/// more than `window`, or an uptime that went back by more than 10 s, is an exporter restart,
+/// not a loss.
 #[derive(Debug, Clone)]
 pub struct SequenceTracker {
     map: HashMap<SequenceKey, State>,
@@ -106,14 +163,27 @@ impl SequenceTracker {
         }
     }
 
-    /// How many units a packet accounts for in its sequence space: `header.count` flows for v5,
-    /// one packet for v9, `data_records` for IPFIX.
-    pub fn units(header: &Header, data_records: u32) -> u32 {
+    /// The units of a packet: `header.count` flows for v5, one packet for v9, the data records
+    /// (`data_records` flows + `options_records`) for IPFIX.
+    pub fn units(header: &Header, data_records: u32, options_records: u32) -> Units {
         match header.version {
-            5 => u32::from(header.count),
-            9 => 1,
-            _ => data_records,
+            5 => Units {
+                all: u32::from(header.count),
+                flows: u32::from(header.count),
+            },
+            9 => Units { all: 1, flows: 1 },
+            _ => Units {
+                all: data_records.saturating_add(options_records),
+                flows: data_records,
+            },
         }
+    }
+
+    /// Records one decoded packet.
+    pub fn observe_decoded(&mut self, decoded: &crate::Decoded<'_>) -> SequenceEvent {
+        let h = decoded.header();
+        let units = SequenceTracker::units(&h, decoded.data_records(), decoded.options_records());
+        self.observe_units(decoded.exporter(), &h, units)
     }
 
     /// Records one packet: its header and, for IPFIX, the number of data records it carried.
@@ -123,19 +193,34 @@ impl SequenceTracker {
         header: &Header,
         data_records: u32,
     ) -> SequenceEvent {
+        self.observe_units(
+            exporter,
+            header,
+            SequenceTracker::units(header, data_records, 0),
+        )
+    }
+
+    /// Records one packet with its units.
+    pub fn observe_units(
+        &mut self,
+        exporter: ExporterKey,
+        header: &Header,
+        units: Units,
+    ) -> SequenceEvent {
         let key = SequenceKey {
             exporter,
             version: header.version,
             source_id: header.source_id,
         };
-        let units = SequenceTracker::units(header, data_records);
         let seq = header.sequence;
         if !self.map.contains_key(&key) && self.map.len() >= self.max_keys {
             return SequenceEvent::Untracked;
         }
         let window = self.window;
         let state = self.map.entry(key).or_insert_with(|| State {
-            next: seq,
+            last_seq: seq,
+            last: units,
+            tallies: [Tally::default(); 4],
             uptime: None,
             recent: [seq.wrapping_sub(1); RECENT],
             recent_at: 0,
@@ -145,48 +230,55 @@ impl SequenceTracker {
             (Some(before), Some(now)) => now < before && before - now > 10_000,
             _ => false,
         };
-        let first = state.stats.packets == 0;
-        let d = seq.wrapping_sub(state.next) as i32;
-        let event = if first {
+        let ds = CONVENTIONS.map(|c| seq.wrapping_sub(state.expected(c, units)) as i32);
+        let best = state.best();
+        let event = if state.stats.packets == 0 {
             SequenceEvent::First
-        } else if restarted {
+        } else if restarted || ds.iter().all(|d| d.unsigned_abs() > window) {
             SequenceEvent::Reset
-        } else if d == 0 {
+        } else if ds[best] == 0 {
             SequenceEvent::InOrder
         } else if state.recent.contains(&seq) {
             SequenceEvent::Duplicate
-        } else if d > 0 && d.unsigned_abs() <= window {
+        } else if ds[best] > 0 {
             SequenceEvent::Gap {
-                missing: d.unsigned_abs(),
+                missing: ds[best].unsigned_abs(),
             }
-        } else if d < 0 && d.unsigned_abs() <= window {
-            SequenceEvent::Late
         } else {
-            SequenceEvent::Reset
+            SequenceEvent::Late
         };
-        let s = &mut state.stats;
         match event {
             SequenceEvent::Duplicate => {
-                s.duplicates += 1;
+                state.stats.duplicates += 1;
                 return event;
             }
-            SequenceEvent::Late => {
-                s.late += 1;
-                s.lost = s.lost.saturating_sub(u64::from(units));
+            SequenceEvent::Reset => state.stats.resets += 1,
+            SequenceEvent::First => {}
+            _ => {
+                for (t, &d) in state.tallies.iter_mut().zip(&ds) {
+                    if d > 0 {
+                        t.lost += u64::from(d.unsigned_abs());
+                        t.anomalies += 1;
+                    } else if d < 0 {
+                        t.late += 1;
+                        t.lost = t.lost.saturating_sub(u64::from(units.all));
+                        t.anomalies += 1;
+                    }
+                }
             }
-            SequenceEvent::Gap { missing } => {
-                s.lost += u64::from(missing);
-                state.next = seq.wrapping_add(units);
-            }
-            SequenceEvent::Reset => {
-                s.resets += 1;
-                state.next = seq.wrapping_add(units);
-            }
-            _ => state.next = seq.wrapping_add(units),
         }
+        // A packet behind the newest under every reading is late; otherwise it is the newest.
+        let late = event == SequenceEvent::Late && ds.iter().all(|&d| d < 0);
+        if !late {
+            state.last_seq = seq;
+            state.last = units;
+        }
+        let t = state.tallies[state.best()];
+        let s = &mut state.stats;
+        (s.lost, s.late) = (t.lost, t.late);
         s.packets += 1;
-        s.received += u64::from(units);
-        if header.sys_uptime_ms.is_some() && event != SequenceEvent::Late {
+        s.received += u64::from(units.all);
+        if header.sys_uptime_ms.is_some() && !late {
             state.uptime = header.sys_uptime_ms;
         }
         state.recent[state.recent_at] = seq;

@@ -595,6 +595,13 @@ impl Template {
         self.slot_bytes(rec, s)?.first_chunk::<N>()
     }
 
+    /// Whether records name their sampler (FLOW_SAMPLER_ID 48 or selectorId 302).
+    pub(crate) fn names_sampler(&self) -> bool {
+        [SlotId::SamplerId, SlotId::SelectorId]
+            .iter()
+            .any(|&s| self.slots[s as usize].index != Slot::ABSENT)
+    }
+
     /// Marks the static v5 template.
     pub(crate) fn into_v5(mut self) -> Template {
         self.v5 = true;

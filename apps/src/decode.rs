@@ -53,7 +53,8 @@ impl std::fmt::Display for Summary {
 }
 
 /// Decodes `file` (datagrams to `port` only, when given) with one template cache, writing one
-/// JSON line per flow record to `out`. Exporters are keyed by address, or by address and port
+/// JSON line per flow record to `out` (counters as exported). Sampling rates the exporters
+/// announced (v5 header, v9/IPFIX options data) are written to `log`, one line each. Exporters are keyed by address, or by address and port
 /// with `key_by_port`. Problems are written to `log`, one line each.
 pub fn run(
     file: &Path,
@@ -65,6 +66,7 @@ pub fn run(
     let mut decoder = Decoder::new(Limits::default());
     let mut s = Summary::default();
     let mut io_err = None;
+    let mut v5_sampling = std::collections::BTreeMap::new();
     s.capture = capture::for_each_udp(file, |d| {
         if io_err.is_some() || port.is_some_and(|p| p != d.dst.port()) {
             return;
@@ -104,6 +106,10 @@ pub fn run(
                 e.key, e.bytes
             );
         }
+        let h = decoded.header();
+        if h.version == 5 && h.sampling_interval() > 1 {
+            v5_sampling.insert(d.src.ip(), h.sampling_interval());
+        }
         for set in decoded.data_sets() {
             let ctx = set.context();
             for r in set.records() {
@@ -125,6 +131,29 @@ pub fn run(
     })?;
     if let Some(e) = io_err {
         return Err(e.into());
+    }
+    // Sampling rates, printed apart from the flows (whose counters stay as exported).
+    let mut rates: Vec<String> = v5_sampling
+        .iter()
+        .map(|(a, r)| format!("exporter {a} v5: 1 in {r} (header)"))
+        .collect();
+    for (k, info) in decoder.domains() {
+        if let Some(r) = info.default_rate() {
+            rates.push(format!(
+                "exporter {} v{} domain {}: 1 in {r} (options data)",
+                k.exporter, k.version, k.domain
+            ));
+        }
+        for (id, r) in &info.samplers {
+            rates.push(format!(
+                "exporter {} v{} domain {} sampler {id}: 1 in {r} (options data)",
+                k.exporter, k.version, k.domain
+            ));
+        }
+    }
+    rates.sort();
+    for r in rates {
+        writeln!(log, "sampling: {r}")?;
     }
     for e in decoder.expire(i64::MAX) {
         s.sets_lost += 1;

@@ -134,3 +134,16 @@ fn bad_file_is_one_clear_line() {
         .unwrap();
     assert!(String::from_utf8(help.stdout).unwrap().contains("--port"));
 }
+
+#[test]
+fn sampling_rate_is_printed_apart_from_the_raw_counters() {
+    let (stdout, stderr) = decode("sf_ipfix_sampled", &[]);
+    assert!(
+        stderr.contains("sampling: exporter 127.0.0.1 v10 domain 0: 1 in 10 (options data)"),
+        "{stderr}"
+    );
+    // Counters stay as exported: the same lines as the reference (checked above), no rate key.
+    assert!(!stdout.contains("sampling"));
+    let (_, stderr) = decode("sf_v9", &[]);
+    assert!(stderr.contains("1 in 1 (options data)"), "{stderr}");
+}

@@ -39,13 +39,26 @@ fn template(v6: bool) -> impl Strategy<Value = Vec<Pick>> {
             Just(FieldSpec::new(FieldId::FLOW_END_MILLISECONDS, 8)),
             // Unknown and vendor ids, any length: skipped by length.
             (200u16..30000, 1u16..=24).prop_map(|(id, len)| FieldSpec::new(FieldId(id), len)),
+            // Variable-length fields (IPFIX; some v9 exporters such as H3C too).
+            (200u16..30000).prop_map(|id| FieldSpec::new(FieldId(id), FieldSpec::VARIABLE)),
+            // Enterprise-specific fields, fixed or variable, ids that may equal IANA ones.
+            (
+                1u32..,
+                1u16..0x7fff,
+                prop_oneof![1u16..=16, Just(FieldSpec::VARIABLE)]
+            )
+                .prop_map(|(enterprise, id, len)| FieldSpec {
+                    id: FieldId(id),
+                    len,
+                    enterprise
+                }),
         ],
         0..12,
     );
     (optional, any::<prop::sample::Index>()).prop_map(move |(mut fields, at)| {
         // First occurrence wins in the decoder; keep one of each id so expectations are simple.
         let mut seen = std::collections::HashSet::new();
-        fields.retain(|f| seen.insert(f.id));
+        fields.retain(|f| seen.insert((f.id, f.enterprise)));
         let (src, dst, len) = if v6 {
             (FieldId::IPV6_SRC_ADDR, FieldId::IPV6_DST_ADDR, 16)
         } else {
@@ -98,7 +111,12 @@ fn flow(v6: bool) -> impl Strategy<Value = Flow> {
 
 /// What the decoder must give back for `f` written with this template.
 fn expected(f: &Flow, fields: &[Pick], exporter: IpAddr, ts: i64) -> Flow {
-    let has = |id| fields.iter().find(|p| p.spec.id == id).map(|p| p.spec.len);
+    let has = |id| {
+        fields
+            .iter()
+            .find(|p| p.spec.id == id && p.spec.enterprise == 0 && !p.spec.is_variable())
+            .map(|p| p.spec.len)
+    };
     let cut = |id, v: u64| has(id).map_or(0, |len| v & mask(len));
     Flow {
         ts_micros: ts,
@@ -146,6 +164,13 @@ proptest! {
 
     #[test]
     fn v9_and_ipfix_round_trip((version, sets, seq, domain) in packet()) {
+        // v9 has no enterprise bit: enterprise fields only in IPFIX.
+        let sets: Vec<_> = sets.into_iter().map(|(mut fields, flows, pad)| {
+            if version == 9 {
+                fields.retain(|p: &Pick| p.spec.enterprise == 0);
+            }
+            (fields, flows, pad)
+        }).collect();
         let header = Header { version, sequence: seq, source_id: domain, sys_uptime_ms: Some(5000), export_secs: 1_700_000_000, ..Header::default() };
         let mut buf = Vec::new();
         let mut m = Message::new(&mut buf, &header);
@@ -173,6 +198,20 @@ proptest! {
         let got: Vec<Flow> = decoded.flows().collect();
         let want: Vec<Flow> = sets.iter().flat_map(|(fields, flows, _)| flows.iter().map(|f| expected(f, fields, exporter, 77))).collect();
         prop_assert_eq!(got, want);
+        // Every field, enterprise and variable-length ones included, is reachable by its key
+        // with the length it was written with.
+        for set in decoded.data_sets() {
+            for r in set.records() {
+                for f in set.template().fields() {
+                    let b = r.get_enterprise(f.enterprise, f.id);
+                    prop_assert!(b.is_some(), "{:?}", f);
+                    if !f.is_variable() {
+                        prop_assert_eq!(b.map(<[u8]>::len), Some(usize::from(f.len)));
+                    }
+                }
+                prop_assert_eq!(r.fields().count(), set.template().fields().len());
+            }
+        }
     }
 
     #[test]

@@ -641,7 +641,7 @@ impl<'a> DataSet<'a> {
 
     /// The normalized flow of one of this set's records, with the sampling rate of the sampler
     /// it names, if any.
-    #[inline]
+    #[inline(always)]
     pub fn flow(&self, r: &Record<'a>) -> Option<Flow> {
         let mut f = r.flow(&self.ctx)?;
         if let Some(m) = self.samplers
@@ -711,7 +711,7 @@ pub struct Flows<'a> {
 impl Iterator for Flows<'_> {
     type Item = Flow;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Flow> {
         loop {
             let (set, records) = self.current.as_mut()?;

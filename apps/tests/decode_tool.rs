@@ -1,22 +1,12 @@
 //! `netflow-decode` on the real captures: its JSON lines equal the reference decoder's
 //! normalized flows (as multisets), and its output format is exactly the documented one.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn captures() -> PathBuf {
-    if let Some(d) = std::env::var_os("NETFLOW_CAPTURES") {
-        return PathBuf::from(d);
-    }
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    assert!(
-        d.is_dir(),
-        "captures not found at {} (set NETFLOW_CAPTURES)",
-        d.display()
-    );
-    d
-}
+use common::captures;
+
+use std::collections::BTreeMap;
+use std::process::Command;
 
 /// Multiset of lines canonicalized (keys sorted) so that field order does not matter here.
 fn multiset(text: &str) -> BTreeMap<String, usize> {

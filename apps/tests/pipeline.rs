@@ -254,19 +254,6 @@ fn missing_setting_is_one_clear_line() {
     assert!(text.contains("NETFLOW_PORT"), "{text}");
 }
 
-fn captures() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("NETFLOW_CAPTURES") {
-        return d.into();
-    }
-    let d = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    assert!(
-        d.is_dir(),
-        "captures not found at {} (set NETFLOW_CAPTURES)",
-        d.display()
-    );
-    d
-}
-
 /// A real exporter: softflowd (Debian package `softflowd`) replays input-traffic.pcap as
 /// NetFlow v9 into the all-in-one; the values sent equal those computed from the capture set's
 /// expected flows (sf_v9.expected.jsonl: the same export, decoded by the reference decoder).

@@ -4,8 +4,11 @@
 //! the sampling error of the true traffic, which every unsampled exporter agrees on
 //! (captures/README.md: IPv4 3,315,918 + IPv6 1,906,811 bytes).
 
+mod common;
+
+use common::captures;
+
 use std::net::UdpSocket;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,19 +16,6 @@ use netflow_wire::{Decoder, Limits};
 
 const TRUE_BYTES: u64 = 3_315_918 + 1_906_811;
 const TRUE_V4_BYTES: u64 = 3_315_918;
-
-fn captures() -> PathBuf {
-    if let Some(d) = std::env::var_os("NETFLOW_CAPTURES") {
-        return PathBuf::from(d);
-    }
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
-    assert!(
-        d.is_dir(),
-        "captures not found at {} (set NETFLOW_CAPTURES)",
-        d.display()
-    );
-    d
-}
 
 /// Runs softflowd with `-s 10` for `version` into a local socket; returns the datagrams.
 fn export(version: &str) -> Vec<Vec<u8>> {

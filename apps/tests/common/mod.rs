@@ -451,3 +451,18 @@ pub fn received_sums(server: &grafolean_client::test_server::TestServer, path: &
 pub fn hash_env(pairs: &[(&'static str, String)]) -> HashMap<&'static str, String> {
     pairs.iter().cloned().collect()
 }
+
+/// `shared/captures` beside the repository (override with `NETFLOW_CAPTURES`). Missing
+/// captures fail the test: they are part of what CI checks.
+pub fn captures() -> PathBuf {
+    if let Some(d) = std::env::var_os("NETFLOW_CAPTURES") {
+        return d.into();
+    }
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/captures");
+    assert!(
+        d.is_dir(),
+        "captures not found at {} (set NETFLOW_CAPTURES)",
+        d.display()
+    );
+    d
+}

@@ -32,8 +32,8 @@ fn proto_name(p: u8) -> String {
     protocol_keyword(p).map_or_else(|| format!("proto{p}"), str::to_owned)
 }
 
-fn list<K: Ord + Copy>(
-    m: &std::collections::HashMap<K, u64>,
+fn list<K: Ord + Copy, S: std::hash::BuildHasher>(
+    m: &std::collections::HashMap<K, u64, S>,
     n: usize,
     name: impl Fn(K) -> String,
 ) -> String {

@@ -57,15 +57,20 @@ impl DomainInfo {
     }
 }
 
-/// Bounds: domains tracked, samplers and interfaces per domain.
-const MAX_DOMAINS: usize = 16_384;
+/// Bounds: domains tracked; samplers per domain; interface names per domain and in all
+/// (names are at most 64 KiB each but usually short: 65,536 of them stay in the tens of MB).
+const MAX_DOMAINS: usize = 4096;
 const MAX_SAMPLERS: usize = 256;
-const MAX_INTERFACES: usize = 4096;
+const MAX_INTERFACES: usize = 8192;
+const MAX_INTERFACES_TOTAL: usize = 65_536;
+/// Longest name kept (longer ones are cut).
+const MAX_NAME: usize = 256;
 
 #[derive(Debug, Default)]
 pub(crate) struct OptionsState {
     domains: HashMap<DomainKey, DomainInfo, RandomState>,
     overrides: HashMap<IpAddr, u32, RandomState>,
+    interfaces: usize,
 }
 
 /// 1 in N from whichever sampling fields an options record carries (RFC 3954 §8; RFC 7011 /
@@ -89,7 +94,11 @@ pub(crate) fn rate_of(rec: &Record<'_>) -> Option<u32> {
 
 /// A name field without its NUL padding and surrounding blanks.
 fn trimmed(b: &[u8]) -> &[u8] {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .position(|&c| c == 0)
+        .unwrap_or(b.len())
+        .min(MAX_NAME);
     b.get(..end).unwrap_or(b).trim_ascii()
 }
 
@@ -172,8 +181,13 @@ impl OptionsState {
             {
                 return; // a refresh of what is known: nothing to allocate
             }
-            if !info.interfaces.contains_key(&ifindex) && info.interfaces.len() >= MAX_INTERFACES {
-                return;
+            if !info.interfaces.contains_key(&ifindex) {
+                if info.interfaces.len() >= MAX_INTERFACES
+                    || self.interfaces >= MAX_INTERFACES_TOTAL
+                {
+                    return;
+                }
+                self.interfaces += 1;
             }
             let new = InterfaceName {
                 name: name.map(text).unwrap_or_default(),

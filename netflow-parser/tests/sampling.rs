@@ -181,3 +181,90 @@ fn a_missing_datagram_is_counted_as_exactly_its_records() {
         assert_eq!(s.sent(), s.received + dropped);
     }
 }
+
+/// v9 options data built with the encoder: a per-sampler rate referenced by data records, and
+/// interface names, bounded however many an exporter announces.
+#[cfg(feature = "emit")]
+#[test]
+fn per_sampler_rates_and_bounded_interface_names() {
+    use netflow_wire::emit::Message;
+    use netflow_wire::{FieldId, FieldSpec, Header};
+    let h = Header {
+        version: 9,
+        sys_uptime_ms: Some(1),
+        export_secs: 1_700_000_000,
+        ..Header::default()
+    };
+    // Options template 300: scope System (1)/4; FLOW_SAMPLER_ID/2, FLOW_SAMPLER_RANDOM_INTERVAL/4.
+    let sampler_opts = [
+        FieldSpec::new(FieldId(1), 4),
+        FieldSpec::new(FieldId::FLOW_SAMPLER_ID, 2),
+        FieldSpec::new(FieldId::FLOW_SAMPLER_RANDOM_INTERVAL, 4),
+    ];
+    // Options template 301: scope Interface (2)/4; IF_NAME/16.
+    let if_opts = [
+        FieldSpec::new(FieldId(2), 4),
+        FieldSpec::new(FieldId::IF_NAME, 16),
+    ];
+    let data = [
+        FieldSpec::new(FieldId::IPV4_SRC_ADDR, 4),
+        FieldSpec::new(FieldId::IPV4_DST_ADDR, 4),
+        FieldSpec::new(FieldId::IN_BYTES, 4),
+        FieldSpec::new(FieldId::FLOW_SAMPLER_ID, 2),
+    ];
+    let mut buf = Vec::new();
+    let mut m = Message::new(&mut buf, &h);
+    m.set(1)
+        .options_template(300, 1, &sampler_opts)
+        .options_template(301, 1, &if_opts);
+    m.set(0).template(256, &data);
+    m.set(300);
+    for (id, rate) in [(1u64, 100u64), (2, 1000)] {
+        m.uint(&sampler_opts[0], 0)
+            .uint(&sampler_opts[1], id)
+            .uint(&sampler_opts[2], rate)
+            .end_record();
+    }
+    m.set(301);
+    for ifindex in 0..3000u64 {
+        m.uint(&if_opts[0], ifindex)
+            .bytes(&if_opts[1], format!("ge-0/0/{ifindex}").as_bytes())
+            .end_record();
+    }
+    m.set(256);
+    for sampler in [1u64, 2, 3] {
+        m.bytes(&data[0], &[10, 0, 0, 1])
+            .bytes(&data[1], &[10, 0, 0, 2])
+            .uint(&data[2], 50)
+            .uint(&data[3], sampler)
+            .end_record();
+    }
+    m.finish().unwrap();
+    let mut d = Decoder::default();
+    let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let decoded = d.decode(exporter, 0, &buf).unwrap();
+    assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+    // Samplers 1 and 2 have their rates; sampler 3 is unknown: the domain has no single rate.
+    let rates: Vec<u32> = decoded.flows().map(|f| f.sampling_interval).collect();
+    assert_eq!(rates, vec![100, 1000, 1]);
+    assert_eq!(
+        (decoded.data_records(), decoded.options_records()),
+        (3, 3002)
+    );
+    let info = d
+        .domain_info(&DomainKey {
+            exporter: exporter.into(),
+            version: 9,
+            domain: 0,
+        })
+        .unwrap();
+    assert_eq!(info.interfaces.len(), 3000);
+    assert_eq!(info.interfaces[&2999].name, "ge-0/0/2999");
+    // Many more exporters announcing names: the total stays bounded.
+    for i in 0..40u8 {
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 3, i));
+        d.decode(other, 0, &buf).unwrap();
+    }
+    let total: usize = d.domains().map(|(_, i)| i.interfaces.len()).sum();
+    assert!(total <= 65_536, "{total}");
+}

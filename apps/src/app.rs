@@ -165,7 +165,7 @@ pub fn run_collector(cli: &CollectorCli) -> Result<(), Error> {
         .map_err(Error::io(format!("NAMED_PIPE_FILENAME {}", path.display())))?;
     let stop = stop_flag()?;
     let counters = Arc::new(Counters::default());
-    let (q, rx) = collector::queue(1 << 20, cli.collector.queue_bytes);
+    let (q, rx) = collector::queue_of_bytes(cli.collector.queue_bytes);
     let (recv, _) = start_receiver(&cli.collector, q, &counters, &stop)?;
     let sender = collector::spawn_pipe_sender(path, rx, Arc::clone(&counters), Arc::clone(&stop))
         .map_err(Error::io("pipe thread"))?;
@@ -295,7 +295,7 @@ pub fn run_all_in_one(cli: &AllInOneCli) -> Result<(), Error> {
     )))?;
     let stop = stop_flag()?;
     let counters = Arc::new(Counters::default());
-    let (q, rx) = collector::queue(1 << 20, cli.collector.queue_bytes);
+    let (q, rx) = collector::queue_of_bytes(cli.collector.queue_bytes);
     let store = open_store(&cli.store, &stop)?;
     let (recv, local) = start_receiver(&cli.collector, q, &counters, &stop)?;
     let wstop = Arc::new(AtomicBool::new(false));

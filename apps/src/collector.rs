@@ -78,6 +78,17 @@ pub fn queue(max_datagrams: usize, max_bytes: usize) -> (Queue, QueueRx) {
     )
 }
 
+/// Average datagram size the slot count of [`queue_of_bytes`] is sized for: NetFlow datagrams
+/// are 1–1.5 KB (a v5 packet of 30 records is 1,464 bytes), templates alone smaller.
+pub const SLOT_BYTES: usize = 512;
+
+/// A queue bounded by `max_bytes` of payload, with one slot per [`SLOT_BYTES`] of it (at
+/// least 1,024, at most 2^20). The channel's slots (72 bytes each) are allocated and touched
+/// up front, so a fixed 2^20 of them cost 72 MiB of resident memory even when idle.
+pub fn queue_of_bytes(max_bytes: usize) -> (Queue, QueueRx) {
+    queue((max_bytes / SLOT_BYTES).clamp(1024, 1 << 20), max_bytes)
+}
+
 impl Queue {
     /// Enqueues without blocking; `false` when full (or the consumer is gone).
     pub fn try_push(&self, d: Datagram) -> bool {

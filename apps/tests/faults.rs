@@ -220,3 +220,117 @@ fn grafolean_500s_are_retried_and_nothing_is_skipped() {
     assert!(writer.stop().success());
     assert!(collector.stop().success());
 }
+
+/// A window's values go out in several requests; the backend fails for good after the first
+/// was accepted. The accepted request is not sent again: the next run sends only the rest of
+/// that window, then records its end. Every path arrives exactly once.
+#[test]
+fn values_post_failing_part_way_is_resumed_not_resent() {
+    let dir = TempDir::new("partial");
+    let cfg = netflow_store::StoreConfig::new(netflow_store::Backend::Sqlite(
+        dir.path().join("flows.db"),
+    ));
+    let mut store = netflow_store::open(&cfg).expect("store");
+    let flows: Vec<netflow_store::Flow> = (0..200u32)
+        .map(|i| netflow_store::Flow {
+            ts_micros: 1_700_000_000_000_000 + i64::from(i),
+            exporter: "127.0.0.1".parse().expect("ip"),
+            input_if: i % 3 + 1,
+            output_if: 9,
+            protocol: [6, 17, 1][i as usize % 3],
+            src_addr: std::net::IpAddr::from([10, 0, (i / 50) as u8, i as u8]),
+            dst_addr: std::net::IpAddr::from([192, 0, 2, (i % 40) as u8]),
+            src_port: 40_000,
+            dst_port: [443, 80, 53, 22, 25, 123][i as usize % 6],
+            bytes: u64::from(i) * 7 + 1,
+            packets: 1,
+            ..netflow_store::Flow::default()
+        })
+        .collect();
+    store.write_flows(&flows).expect("write");
+
+    let server = TestServer::start().expect("server");
+    let account = server.add_account("a");
+    let (_b, token) = server.add_bot(BotKind::Systemwide);
+    let cred = server.add_credential(account, "c");
+    let sensor = server.add_sensor(account, "s", None);
+    let eid = server.add_netflow_entity(account, "r", "127.0.0.1", cred, sensor, None);
+    let per_request = 10;
+    let client = Client::with_config(
+        &server.url(),
+        Token::new(&token).expect("token"),
+        ClientConfig::default()
+            .with_backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .with_max_values_per_request(per_request),
+    )
+    .expect("client");
+    let cfg = BotConfig {
+        once: true,
+        post_backoff: Duration::from_millis(10),
+        ..BotConfig::default()
+    };
+    let jobs = client.job_config().expect("jobs");
+    let acc = jobs.accounts.first().expect("account").clone();
+    let mut bot = Bot::new(
+        client,
+        netflow_store::open(&cfg_store(&dir)).expect("store"),
+        cfg,
+        Arc::new(Counters::default()),
+    );
+
+    // Every request waits 300 ms; as soon as the first one is stored, the backend fails.
+    server.hang_next(1_000_000, Duration::from_millis(300));
+    let failing = thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while server.values().len() < per_request && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(2));
+            }
+            server.fail_next(1_000_000);
+        });
+        bot.run_job(&acc, netflow_apps::bot::Interval::M1)
+    });
+    assert!(
+        failing.is_err(),
+        "the POST failed part way; the job must say so"
+    );
+    assert_eq!(
+        server.values().len(),
+        per_request,
+        "only the first request stored"
+    );
+    server.fail_next(0);
+    server.hang_next(0, Duration::ZERO);
+
+    let out = bot
+        .run_job(&acc, netflow_apps::bot::Interval::M1)
+        .expect("the rest is sent");
+    let netflow_apps::bot::JobOutcome::Sent { values, .. } = out else {
+        panic!("{out:?}");
+    };
+    let got = server.values();
+    assert_eq!(got.len(), per_request + values);
+    let mut paths: Vec<&str> = got.iter().map(|v| v.path.as_str()).collect();
+    let n = paths.len();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(paths.len(), n, "a path was sent twice");
+    assert!(
+        n > 3 * per_request,
+        "the window needs several requests ({n} values)"
+    );
+    let total = format!("netflow.1min.ingress.entity.{}", eid.0);
+    assert!(paths.contains(&total.as_str()));
+    // The window end is recorded: a third run covers no flow (it sends the zero totals).
+    let third = bot
+        .run_job(&acc, netflow_apps::bot::Interval::M1)
+        .expect("third run");
+    assert!(
+        matches!(third, netflow_apps::bot::JobOutcome::Sent { flows: 0, .. }),
+        "{third:?}"
+    );
+}
+
+fn cfg_store(dir: &TempDir) -> netflow_store::StoreConfig {
+    netflow_store::StoreConfig::new(netflow_store::Backend::Sqlite(dir.path().join("flows.db")))
+}

@@ -6,6 +6,11 @@
 //!   end takes the last period before the max ts. The window end advances only after the
 //!   values were accepted; a failed POST is retried with backoff, and if it still fails the
 //!   next run covers the missed time too.
+//! * A window's values go out in requests of at most the client's `max_values_per_request`.
+//!   The backend stores each accepted request (stamped with its own clock), so when one fails
+//!   for good, the accepted ones are not sent again: the job keeps the rest of that window's
+//!   values and its end, and its next run sends only those, then advances the window end, and
+//!   the run after that covers the flows since.
 //! * Jobs run one after the other on one thread, so a job that overruns is never started twice
 //!   at once; an overdue job runs once and is rescheduled from now.
 //! * Maintenance: retention every hour; every 2 minutes, exporters seen in the store that an
@@ -14,14 +19,14 @@
 pub mod aggregate;
 pub mod table;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use grafolean_client::{AccountId, AccountJobs, Client, NewEntity};
+use grafolean_client::{AccountId, AccountJobs, Client, NewEntity, ValueBatch};
 use netflow_store::{Store, StoreError};
 use tracing::{debug, info, warn};
 
@@ -118,6 +123,34 @@ pub fn aggregate_window(
     Ok(Some((w, upto.max(after))))
 }
 
+/// What is left to send of a window whose values POST failed part way.
+#[derive(Debug)]
+struct Unsent {
+    /// The window's end, recorded once everything is sent.
+    upto: i64,
+    /// Flows in the window.
+    flows: u64,
+    /// Requests not yet accepted, in order.
+    requests: VecDeque<ValueBatch>,
+}
+
+/// Splits `batch` into requests of at most `n` values.
+fn split_batch(batch: &ValueBatch, n: usize) -> VecDeque<ValueBatch> {
+    let n = n.max(1);
+    let mut out = VecDeque::new();
+    let mut cur = ValueBatch::new();
+    for (p, v) in batch.iter() {
+        if cur.len() == n {
+            out.push_back(std::mem::take(&mut cur));
+        }
+        cur.insert(p.clone(), v);
+    }
+    if !cur.is_empty() {
+        out.push_back(cur);
+    }
+    out
+}
+
 /// The bot.
 #[derive(Debug)]
 pub struct Bot {
@@ -129,6 +162,7 @@ pub struct Bot {
     next_run: BTreeMap<(AccountId, Interval), Instant>,
     suggested: HashSet<(AccountId, IpAddr)>,
     forbidden: HashSet<AccountId>,
+    unsent: HashMap<String, Unsent>,
 }
 
 impl Bot {
@@ -148,6 +182,7 @@ impl Bot {
             next_run: BTreeMap::new(),
             suggested: HashSet::new(),
             forbidden: HashSet::new(),
+            unsent: HashMap::new(),
         }
     }
 
@@ -193,26 +228,74 @@ impl Bot {
             .into_iter()
             .collect();
         let started = Instant::now();
-        let Some((window, upto)) =
-            aggregate_window(self.store.as_mut(), &id, interval, &exporters)?
-        else {
-            return Ok(JobOutcome::NoData);
+        let mut unsent = match self.unsent.remove(&id) {
+            Some(u) => {
+                info!(job = %id, requests = u.requests.len(), "sending the rest of a window whose POST failed part way");
+                u
+            }
+            None => {
+                let Some((window, upto)) =
+                    aggregate_window(self.store.as_mut(), &id, interval, &exporters)?
+                else {
+                    return Ok(JobOutcome::NoData);
+                };
+                let batch = window
+                    .values(interval.label(), &entities)
+                    .map_err(|e| Error::Setting("value path", e.to_string()))?;
+                debug!(job = %id, aggregated = ?started.elapsed(), "window aggregated");
+                Unsent {
+                    upto,
+                    flows: window.flows(),
+                    requests: split_batch(&batch, self.client.config().max_values_per_request),
+                }
+            }
         };
-        let batch = window
-            .values(interval.label(), &entities)
-            .map_err(|e| Error::Setting("value path", e.to_string()))?;
-        let aggregated = started.elapsed();
+        let mut values = 0;
+        while let Some(request) = unsent.requests.front() {
+            match self.post_with_retries(&id, account.account.id, request) {
+                Ok(n) => {
+                    values += n;
+                    unsent.requests.pop_front();
+                }
+                Err(e) => {
+                    // The accepted requests are stored: keep only the rest for the next run.
+                    self.unsent.insert(id, unsent);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = self.store.set_job_window_end(&id, unsent.upto) {
+            // Everything was sent: the next run only records the end.
+            self.unsent.insert(id, unsent);
+            return Err(e.into());
+        }
+        stats::add(&self.counters.jobs_run, 1);
+        info!(job = %id, flows = unsent.flows, values, total = ?started.elapsed(), "window sent");
+        Ok(JobOutcome::Sent {
+            flows: unsent.flows,
+            values,
+        })
+    }
+
+    /// One values request, retried with backoff while the failure is transient. Returns the
+    /// values accepted.
+    fn post_with_retries(
+        &mut self,
+        job: &str,
+        account: AccountId,
+        request: &ValueBatch,
+    ) -> Result<usize, Error> {
         let mut delay = self.cfg.post_backoff;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.client.post_values(account.account.id, &batch) {
+            match self.client.post_values(account, request) {
                 Ok(r) => {
                     stats::add(&self.counters.values_sent, r.values as u64);
-                    break;
+                    return Ok(r.values);
                 }
                 Err(e) if e.is_transient() && attempt < self.cfg.post_attempts => {
-                    warn!(job = %id, attempt, error = %e, "values POST failed; retrying");
+                    warn!(job, attempt, error = %e, "values POST failed; retrying");
                     std::thread::sleep(delay);
                     delay *= 2;
                 }
@@ -222,13 +305,6 @@ impl Bot {
                 }
             }
         }
-        self.store.set_job_window_end(&id, upto)?;
-        stats::add(&self.counters.jobs_run, 1);
-        info!(job = %id, flows = window.flows(), values = batch.len(), ?aggregated, total = ?started.elapsed(), "window sent");
-        Ok(JobOutcome::Sent {
-            flows: window.flows(),
-            values: batch.len(),
-        })
     }
 
     /// Runs every job of every account once (the `--once` mode and tests).

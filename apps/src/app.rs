@@ -208,6 +208,7 @@ fn writer_config(args: &WriterArgs) -> WriterConfig {
     cfg.batch_flows = args.batch_flows.max(1);
     cfg.max_buffered_flows = args.max_buffered_flows;
     cfg.spool_max_bytes = args.spool_max_bytes;
+    cfg.sampling_overrides = args.sampling_overrides.0.clone();
     cfg
 }
 

@@ -262,6 +262,37 @@ pub struct WriterArgs {
     /// Bytes the on-disk spool may use; beyond that flows are dropped (and counted).
     #[arg(long, env = "SPOOL_MAX_BYTES", default_value_t = 1 << 30)]
     pub spool_max_bytes: u64,
+    /// Sampling rates for exporters that sample without announcing it, as ADDR=N pairs
+    /// separated by commas (e.g. 10.0.0.1=100,2001:db8::1=512). They win over what an exporter
+    /// announces; bytes and packets are multiplied by N before they are stored.
+    #[arg(long, env = "SAMPLING_OVERRIDES", value_parser = parse_sampling_overrides, default_value = "")]
+    pub sampling_overrides: SamplingOverrides,
+}
+
+/// Per-exporter sampling rates from `SAMPLING_OVERRIDES`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SamplingOverrides(pub Vec<(IpAddr, u32)>);
+
+/// Parses `ADDR=N[,ADDR=N...]`; N is 1 to 2^32-1.
+pub fn parse_sampling_overrides(s: &str) -> Result<SamplingOverrides, String> {
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (addr, rate) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not ADDR=N"))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{addr}` is not an IP address"))?;
+        let rate: u32 = rate
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&r| r >= 1)
+            .ok_or_else(|| format!("`{rate}` is not a sampling rate (1 in N, N >= 1)"))?;
+        out.push((addr, rate));
+    }
+    Ok(SamplingOverrides(out))
 }
 
 /// Grafolean connection and job refresh.
@@ -313,6 +344,38 @@ impl BackendArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sampling_overrides_parse_or_name_the_bad_item() {
+        use super::{SamplingOverrides, parse_sampling_overrides};
+        assert_eq!(
+            parse_sampling_overrides(""),
+            Ok(SamplingOverrides::default())
+        );
+        let p = parse_sampling_overrides("10.0.0.1=100, 2001:db8::1=512").unwrap();
+        assert_eq!(
+            p.0,
+            vec![
+                ("10.0.0.1".parse().unwrap(), 100),
+                ("2001:db8::1".parse().unwrap(), 512)
+            ]
+        );
+        assert!(
+            parse_sampling_overrides("10.0.0.1")
+                .unwrap_err()
+                .contains("10.0.0.1")
+        );
+        assert!(
+            parse_sampling_overrides("router=5")
+                .unwrap_err()
+                .contains("router")
+        );
+        assert!(
+            parse_sampling_overrides("10.0.0.1=0")
+                .unwrap_err()
+                .contains("`0`")
+        );
+    }
+
     use super::*;
     use clap::Parser;
 

@@ -40,6 +40,8 @@ pub struct WriterConfig {
     pub spool_max_bytes: u64,
     /// Template cache snapshot file (`None`: not persisted).
     pub templates_file: Option<PathBuf>,
+    /// Sampling rates imposed on exporters that do not announce theirs.
+    pub sampling_overrides: Vec<(std::net::IpAddr, u32)>,
 }
 
 impl WriterConfig {
@@ -52,6 +54,7 @@ impl WriterConfig {
             spool_dir: state_dir.join("netflow-spool"),
             spool_max_bytes: 1 << 30,
             templates_file: Some(state_dir.join("netflow-templates.bin")),
+            sampling_overrides: Vec::new(),
         }
     }
 }
@@ -113,6 +116,10 @@ impl Writer {
     /// A writer over `store`, loading the saved templates and opening the spool.
     pub fn new(store: Box<dyn Store>, cfg: WriterConfig, counters: Arc<Counters>) -> Writer {
         let mut decoder = Decoder::new(Limits::default());
+        for &(addr, rate) in &cfg.sampling_overrides {
+            decoder.set_sampling_override(addr, Some(rate));
+            info!(exporter = %addr, rate, "sampling rate set by configuration");
+        }
         let mut saved = Vec::new();
         if let Some(path) = &cfg.templates_file {
             match std::fs::read(path) {

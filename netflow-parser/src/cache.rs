@@ -126,7 +126,7 @@ impl Default for Limits {
     }
 }
 
-/// What [`TemplateCache::learn`] did.
+/// What [`TemplateCache::insert`] (or the decoder, on a template record) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Learned {
     /// A template id seen for the first time.

@@ -302,8 +302,14 @@ impl<'b> Message<'b> {
                         FieldId::L4_SRC_PORT => u64::from(flow.src_port),
                         FieldId::L4_DST_PORT => u64::from(flow.dst_port),
                         FieldId::PROTOCOL => u64::from(flow.protocol),
-                        FieldId::IN_BYTES | FieldId::IN_PERMANENT_BYTES => flow.bytes,
-                        FieldId::IN_PKTS | FieldId::IN_PERMANENT_PKTS => flow.packets,
+                        FieldId::IN_BYTES
+                        | FieldId::IN_PERMANENT_BYTES
+                        | FieldId::INITIATOR_OCTETS
+                        | FieldId::OUT_BYTES => flow.bytes,
+                        FieldId::IN_PKTS
+                        | FieldId::IN_PERMANENT_PKTS
+                        | FieldId::INITIATOR_PACKETS
+                        | FieldId::OUT_PKTS => flow.packets,
                         FieldId::INPUT_SNMP => u64::from(flow.input_if),
                         FieldId::OUTPUT_SNMP => u64::from(flow.output_if),
                         FieldId::DIRECTION => u64::from(flow.direction),

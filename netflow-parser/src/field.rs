@@ -176,6 +176,14 @@ field_ids! {
     APPLICATION_NAME = 96;
     /// IPFIX `flowEndReason`.
     FLOW_END_REASON = 136;
+    /// IPFIX `initiatorOctets` (Cisco ASA NSEL `NF_F_FWD_FLOW_DELTA_BYTES` in v9).
+    INITIATOR_OCTETS = 231;
+    /// IPFIX `responderOctets` (ASA NSEL `NF_F_REV_FLOW_DELTA_BYTES`).
+    RESPONDER_OCTETS = 232;
+    /// IPFIX `initiatorPackets`.
+    INITIATOR_PACKETS = 298;
+    /// IPFIX `responderPackets`.
+    RESPONDER_PACKETS = 299;
     /// IPFIX `icmpTypeCodeIPv6`.
     ICMP_TYPE_CODE_IPV6 = 139;
     /// IPFIX `meteringProcessId`.

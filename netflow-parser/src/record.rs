@@ -145,18 +145,19 @@ impl<'a> Record<'a> {
         self.slot_uint(SlotId::Protocol).map(|v| v as u8)
     }
 
-    /// `IN_BYTES` (1, octetDeltaCount), or else `IN_PERMANENT_BYTES` (85, octetTotalCount).
+    /// Bytes: `IN_BYTES` (1, octetDeltaCount), or else the first the template has of
+    /// octetTotalCount (85), initiatorOctets (231, Cisco ASA NSEL's forward bytes) and
+    /// `OUT_BYTES` (23, egress-only exports).
     #[inline]
     pub fn bytes(&self) -> Option<u64> {
         self.slot_uint(SlotId::Bytes)
-            .or_else(|| self.slot_uint(SlotId::BytesTotal))
     }
 
-    /// `IN_PKTS` (2, packetDeltaCount), or else `IN_PERMANENT_PKTS` (86, packetTotalCount).
+    /// Packets: `IN_PKTS` (2, packetDeltaCount), or else packetTotalCount (86),
+    /// initiatorPackets (298) or `OUT_PKTS` (24).
     #[inline]
     pub fn packets(&self) -> Option<u64> {
         self.slot_uint(SlotId::Packets)
-            .or_else(|| self.slot_uint(SlotId::PacketsTotal))
     }
 
     /// `INPUT_SNMP` (10), 2 or 4 bytes (or any length up to 4).
@@ -257,13 +258,6 @@ impl<'a> Record<'a> {
             // Fast path: one load per field, absent fields read as 0.
             let rec = self.data;
             let rd = |s: SlotId| w[s as usize].read(rec);
-            let or_total = |delta: SlotId, total: SlotId| {
-                if w[delta as usize].mask != 0 {
-                    rd(delta)
-                } else {
-                    rd(total)
-                }
-            };
             return Some(Flow {
                 ts_micros: ctx.ts_micros,
                 exporter: ctx.exporter,
@@ -275,8 +269,8 @@ impl<'a> Record<'a> {
                 dst_addr,
                 src_port: rd(SlotId::SrcPort) as u16,
                 dst_port: rd(SlotId::DstPort) as u16,
-                bytes: or_total(SlotId::Bytes, SlotId::BytesTotal),
-                packets: or_total(SlotId::Packets, SlotId::PacketsTotal),
+                bytes: rd(SlotId::Bytes),
+                packets: rd(SlotId::Packets),
                 tcp_flags: (rd(SlotId::TcpFlags) & 0xff) as u8,
                 sampling_interval,
                 start_ms,

@@ -41,6 +41,10 @@ pub(crate) enum SlotId {
     Packets,
     BytesTotal,
     PacketsTotal,
+    BytesInitiator,
+    PacketsInitiator,
+    BytesOut,
+    PacketsOut,
     InputIf,
     OutputIf,
     Direction,
@@ -81,6 +85,10 @@ impl SlotId {
             FieldId::IN_PKTS => (SlotId::Packets, len <= 8),
             FieldId::IN_PERMANENT_BYTES => (SlotId::BytesTotal, len <= 8),
             FieldId::IN_PERMANENT_PKTS => (SlotId::PacketsTotal, len <= 8),
+            FieldId::INITIATOR_OCTETS => (SlotId::BytesInitiator, len <= 8),
+            FieldId::INITIATOR_PACKETS => (SlotId::PacketsInitiator, len <= 8),
+            FieldId::OUT_BYTES => (SlotId::BytesOut, len <= 8),
+            FieldId::OUT_PKTS => (SlotId::PacketsOut, len <= 8),
             FieldId::INPUT_SNMP => (SlotId::InputIf, len <= 4),
             FieldId::OUTPUT_SNMP => (SlotId::OutputIf, len <= 4),
             FieldId::DIRECTION => (SlotId::Direction, len == 1),
@@ -475,6 +483,31 @@ impl Template {
             None
         };
         let min_len = u16::try_from(min_len).map_err(|_| TemplateProblem::RecordTooLong)?;
+        // The normalized counters come from the first of these the template has: delta counts
+        // (1/2), running totals (85/86), Cisco ASA NSEL / IPFIX initiator counts (231/298),
+        // egress-only exports (23/24).
+        for (to, from) in [
+            (
+                SlotId::Bytes,
+                [SlotId::BytesTotal, SlotId::BytesInitiator, SlotId::BytesOut],
+            ),
+            (
+                SlotId::Packets,
+                [
+                    SlotId::PacketsTotal,
+                    SlotId::PacketsInitiator,
+                    SlotId::PacketsOut,
+                ],
+            ),
+        ] {
+            if slots[to as usize].index == Slot::ABSENT
+                && let Some(&f) = from
+                    .iter()
+                    .find(|&&f| slots[f as usize].index != Slot::ABSENT)
+            {
+                slots[to as usize] = slots[f as usize];
+            }
+        }
         let fixed_slots = slots
             .iter()
             .all(|s| s.index == Slot::ABSENT || usize::from(s.index) < first_var);
@@ -829,6 +862,38 @@ mod tests {
         assert_eq!(
             Template::compile(256, TemplateKind::Data, &[spec(1, 40000), spec(2, 40000)]),
             Err(TemplateProblem::RecordTooLong)
+        );
+    }
+
+    #[test]
+    fn counters_fall_back_to_totals_nsel_and_egress_fields() {
+        // Cisco ASA NSEL: no IN_BYTES/IN_PKTS, initiator counts instead.
+        let t = Template::compile(
+            260,
+            TemplateKind::Data,
+            &[
+                spec(8, 4),
+                spec(12, 4),
+                spec(231, 4),
+                spec(298, 4),
+                spec(232, 4),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (t.slot(SlotId::Bytes).index, t.slot(SlotId::Packets).index),
+            (2, 3)
+        );
+        // Delta counts win over anything else; totals over egress-only.
+        let t = Template::compile(
+            261,
+            TemplateKind::Data,
+            &[spec(23, 4), spec(85, 8), spec(1, 2), spec(24, 4)],
+        )
+        .unwrap();
+        assert_eq!(
+            (t.slot(SlotId::Bytes).index, t.slot(SlotId::Packets).index),
+            (2, 3)
         );
     }
 

@@ -28,6 +28,13 @@ fn template(v6: bool) -> impl Strategy<Value = Vec<Pick>> {
         prop_oneof![
             counter(FieldId::IN_BYTES),
             counter(FieldId::IN_PKTS),
+            // The fallbacks when the delta counts are absent (totals, ASA NSEL, egress-only).
+            counter(FieldId::IN_PERMANENT_BYTES),
+            counter(FieldId::INITIATOR_OCTETS),
+            counter(FieldId::OUT_BYTES),
+            counter(FieldId::IN_PERMANENT_PKTS),
+            counter(FieldId::INITIATOR_PACKETS),
+            counter(FieldId::OUT_PKTS),
             (1u16..=2).prop_map(|l| FieldSpec::new(FieldId::L4_SRC_PORT, l)),
             Just(FieldSpec::new(FieldId::L4_DST_PORT, 2)),
             Just(FieldSpec::new(FieldId::PROTOCOL, 1)),
@@ -38,9 +45,17 @@ fn template(v6: bool) -> impl Strategy<Value = Vec<Pick>> {
             Just(FieldSpec::new(FieldId::FLOW_START_MILLISECONDS, 8)),
             Just(FieldSpec::new(FieldId::FLOW_END_MILLISECONDS, 8)),
             // Unknown and vendor ids, any length: skipped by length.
-            (200u16..30000, 1u16..=24).prop_map(|(id, len)| FieldSpec::new(FieldId(id), len)),
+            (200u16..30000, 1u16..=24)
+                .prop_filter("an id the decoder reads", |(id, _)| FieldId(*id)
+                    .name()
+                    .is_none())
+                .prop_map(|(id, len)| FieldSpec::new(FieldId(id), len)),
             // Variable-length fields (IPFIX; some v9 exporters such as H3C too).
-            (200u16..30000).prop_map(|id| FieldSpec::new(FieldId(id), FieldSpec::VARIABLE)),
+            (200u16..30000)
+                .prop_filter("an id the decoder reads", |id| FieldId(*id)
+                    .name()
+                    .is_none())
+                .prop_map(|id| FieldSpec::new(FieldId(id), FieldSpec::VARIABLE)),
             // Enterprise-specific fields, fixed or variable, ids that may equal IANA ones.
             (
                 1u32..,
@@ -118,13 +133,35 @@ fn expected(f: &Flow, fields: &[Pick], exporter: IpAddr, ts: i64) -> Flow {
             .map(|p| p.spec.len)
     };
     let cut = |id, v: u64| has(id).map_or(0, |len| v & mask(len));
+    // Counters: the first field of the priority list the template has.
+    let first = |ids: &[FieldId], v: u64| {
+        ids.iter()
+            .find_map(|&id| has(id))
+            .map_or(0, |len| v & mask(len))
+    };
     Flow {
         ts_micros: ts,
         exporter,
         src_addr: f.src_addr,
         dst_addr: f.dst_addr,
-        bytes: cut(FieldId::IN_BYTES, f.bytes),
-        packets: cut(FieldId::IN_PKTS, f.packets),
+        bytes: first(
+            &[
+                FieldId::IN_BYTES,
+                FieldId::IN_PERMANENT_BYTES,
+                FieldId::INITIATOR_OCTETS,
+                FieldId::OUT_BYTES,
+            ],
+            f.bytes,
+        ),
+        packets: first(
+            &[
+                FieldId::IN_PKTS,
+                FieldId::IN_PERMANENT_PKTS,
+                FieldId::INITIATOR_PACKETS,
+                FieldId::OUT_PKTS,
+            ],
+            f.packets,
+        ),
         src_port: cut(FieldId::L4_SRC_PORT, u64::from(f.src_port)) as u16,
         dst_port: cut(FieldId::L4_DST_PORT, u64::from(f.dst_port)) as u16,
         protocol: cut(FieldId::PROTOCOL, u64::from(f.protocol)) as u8,

@@ -14,27 +14,6 @@ use grafolean_client::{Client, ClientConfig, Token};
 use netflow_apps::bot::{Bot, BotConfig};
 use netflow_apps::stats::Counters;
 
-fn start_split(dir: &TempDir, db: &PgDb, port: u16) -> (Proc, Proc, Vec<(&'static str, String)>) {
-    let pipe = dir.path().join("netflow.pipe").display().to_string();
-    let mut env = db.env();
-    env.push(("NAMED_PIPE_FILENAME", pipe.clone()));
-    env.push(("STATS_INTERVAL", "1".to_owned()));
-    let writer = Proc::start("netflow-writer", dir.path(), &env, &["--state-dir", "."]);
-    writer.wait_for("store open", Duration::from_secs(60));
-    let collector = Proc::start(
-        "netflow-collector",
-        dir.path(),
-        &[
-            ("NAMED_PIPE_FILENAME", pipe),
-            ("NETFLOW_PORT", port.to_string()),
-            ("STATS_INTERVAL", "1".to_owned()),
-        ],
-        &[],
-    );
-    collector.wait_for("named pipe connected", Duration::from_secs(30));
-    (writer, collector, env)
-}
-
 fn generator(dir: &TempDir, port: u16, count: u64, rate: u32) -> Proc {
     Proc::start(
         "netflow-generate",

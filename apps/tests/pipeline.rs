@@ -73,23 +73,7 @@ fn split_pipeline(version: u16) {
     let dir = TempDir::new("split");
     let db = PgDb::new(&format!("split_v{version}"));
     let port = free_udp_port();
-    let pipe = dir.path().join("netflow.pipe").display().to_string();
-    let mut env = db.env();
-    env.push(("NAMED_PIPE_FILENAME", pipe.clone()));
-    env.push(("STATS_INTERVAL", "0".to_owned()));
-    let writer = Proc::start("netflow-writer", dir.path(), &env, &["--state-dir", "."]);
-    writer.wait_for("store open", Duration::from_secs(60));
-    let collector = Proc::start(
-        "netflow-collector",
-        dir.path(),
-        &[
-            ("NAMED_PIPE_FILENAME", pipe),
-            ("NETFLOW_PORT", port.to_string()),
-        ],
-        &[],
-    );
-    collector.wait_for("listening for NetFlow", Duration::from_secs(30));
-    collector.wait_for("named pipe connected", Duration::from_secs(30));
+    let (writer, collector, _) = start_split(&dir, &db, port);
 
     let flows = generate(port, version, "127.0.0.1,127.0.0.2", 3000, 42);
     wait_until(

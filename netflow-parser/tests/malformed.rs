@@ -32,6 +32,13 @@ const DATA_SET: [u8; 16] = [
     10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0,   // one record: 256 bytes
 ];
 
+/// A v9 packet with only the data set: its template must come from elsewhere.
+fn data_only() -> Vec<u8> {
+    let mut p = v9_header(1);
+    p.extend_from_slice(&DATA_SET);
+    p
+}
+
 fn good_packet() -> Vec<u8> {
     let mut p = v9_header(2);
     p.extend_from_slice(&TEMPLATE_SET);
@@ -345,8 +352,7 @@ fn template_limit_is_an_error_not_growth() {
 #[test]
 fn data_before_template_is_kept_then_decoded() {
     let mut d = Decoder::default();
-    let mut data_only = v9_header(1);
-    data_only.extend_from_slice(&DATA_SET);
+    let data_only = data_only();
     let decoded = d.decode(EXP, 1_000, &data_only).unwrap();
     assert_eq!(decoded.flows().count(), 0);
     assert!(matches!(
@@ -371,8 +377,7 @@ fn pending_sets_expire_with_their_key() {
         ..Limits::default()
     };
     let mut d = Decoder::new(limits);
-    let mut data_only = v9_header(1);
-    data_only.extend_from_slice(&DATA_SET);
+    let data_only = data_only();
     d.decode(EXP, 100, &data_only).unwrap();
     let expired = d.expire(200).to_vec();
     assert_eq!(expired.len(), 1);
@@ -394,8 +399,7 @@ fn pending_buffer_is_bounded() {
         ..Limits::default()
     };
     let mut d = Decoder::new(limits);
-    let mut data_only = v9_header(1);
-    data_only.extend_from_slice(&DATA_SET);
+    let data_only = data_only();
     let mut evicted = 0;
     for t in 0..10 {
         evicted += d.decode(EXP, t, &data_only).unwrap().expired().len();
@@ -416,8 +420,7 @@ fn pending_buffer_is_bounded() {
 fn templates_are_scoped_by_exporter_and_source_id() {
     let mut d = Decoder::default();
     d.decode(EXP, 0, &good_packet()).unwrap();
-    let mut data_only = v9_header(1);
-    data_only.extend_from_slice(&DATA_SET);
+    let mut data_only = data_only();
     let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
     assert!(matches!(issues(&mut d, &data_only)[..], []));
     let decoded = d.decode(other, 0, &data_only).unwrap();

@@ -466,3 +466,32 @@ pub fn captures() -> PathBuf {
     );
     d
 }
+
+/// Starts `netflow-writer` (on `db`) and `netflow-collector` (on `port`) joined by a named pipe in
+/// `dir`, with a stats line every second; returns them with the writer's environment once the
+/// collector is listening and the pipe is connected.
+pub fn start_split(
+    dir: &TempDir,
+    db: &PgDb,
+    port: u16,
+) -> (Proc, Proc, Vec<(&'static str, String)>) {
+    let pipe = dir.path().join("netflow.pipe").display().to_string();
+    let mut env = db.env();
+    env.push(("NAMED_PIPE_FILENAME", pipe.clone()));
+    env.push(("STATS_INTERVAL", "1".to_owned()));
+    let writer = Proc::start("netflow-writer", dir.path(), &env, &["--state-dir", "."]);
+    writer.wait_for("store open", Duration::from_secs(60));
+    let collector = Proc::start(
+        "netflow-collector",
+        dir.path(),
+        &[
+            ("NAMED_PIPE_FILENAME", pipe),
+            ("NETFLOW_PORT", port.to_string()),
+            ("STATS_INTERVAL", "1".to_owned()),
+        ],
+        &[],
+    );
+    collector.wait_for("listening for NetFlow", Duration::from_secs(30));
+    collector.wait_for("named pipe connected", Duration::from_secs(30));
+    (writer, collector, env)
+}

@@ -3,6 +3,7 @@
 //! Each binary in `src/bin/` parses its arguments and calls into a module here:
 //! [`app`] holds the `run` function of every long-running binary; [`collector`], [`frame`],
 //! [`writer`] and [`bot`] are the stages, [`generator`] the test-flow sender.
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod bot;

@@ -240,6 +240,10 @@ impl<'a> Record<'a> {
 
     /// The normalized flow of this record, or `None` when it is an options record or carries no
     /// source and destination address (such records are not flows; count them).
+    ///
+    /// Its `sampling_interval` is the context's (the exporter's or domain's rate). A record that
+    /// names its sampler (FLOW_SAMPLER_ID 48, selectorId 302) gets that sampler's rate through
+    /// [`DataSet::flow`](crate::DataSet::flow) and [`Decoded::flows`](crate::Decoded::flows).
     #[inline]
     pub fn flow(&self, ctx: &FlowContext) -> Option<Flow> {
         if self.template.is_v5()

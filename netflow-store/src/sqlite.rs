@@ -86,6 +86,29 @@ fn flow_from_row(row: &Row<'_>) -> Result<Flow, StoreError> {
     })
 }
 
+/// Switches the file to WAL mode and returns the journal mode now in force.
+///
+/// Switching needs a moment of exclusive access, and SQLite answers `SQLITE_BUSY` at once,
+/// without calling the busy handler, when another connection is opening the same file at
+/// that instant; so the switch is retried here, with a short backoff, for up to
+/// [`BUSY_TIMEOUT`] like every other statement.
+fn switch_to_wal(conn: &Connection) -> Result<String, StoreError> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() + pause < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the file and migrates the schema to [`SCHEMA_VERSION`].
     pub fn open(config: &StoreConfig) -> Result<SqliteStore, StoreError> {
@@ -105,7 +128,7 @@ impl SqliteStore {
         };
         let conn = Connection::open(path)?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        let mode = switch_to_wal(&conn)?;
         if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
             return Err(StoreError::Config {
                 setting: "SQLite path",

@@ -13,8 +13,9 @@
 //!   the `COMMIT` was in flight (the retry asks whether it landed). The store reconnects by
 //!   itself on the next call.
 //! * **Streaming reads.** [`Store::for_each_flow`] hands the flows of a window to a callback row
-//!   by row (a server-side cursor fetched in chunks on PostgreSQL, a stepping statement on
-//!   SQLite): memory does not grow with the window.
+//!   by row (`COPY (SELECT …) TO STDOUT (FORMAT binary)` decoded by the `postgres` crate's
+//!   `BinaryCopyOutIter` on PostgreSQL, a stepping statement on SQLite): memory does not grow
+//!   with the window.
 //! * **Migrations.** Opening a store applies the numbered migrations it lacks, each in its own
 //!   transaction, recorded in `<prefix>schema_migrations`; concurrent openers serialize (a
 //!   PostgreSQL advisory lock, SQLite's write lock), so a schema is migrated exactly once.

@@ -97,6 +97,17 @@ pub(crate) fn hour_literal(hour: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:00:00+00", hour.rem_euclid(24))
 }
 
+/// A `timestamptz` literal of an instant to the microsecond, e.g.
+/// `2024-05-01 13:05:09.000001+00`. `ts_micros` must pass [`check_ts`].
+pub(crate) fn ts_literal(ts_micros: i64) -> String {
+    let hour = hour_of(ts_micros);
+    let us = ts_micros - hour * HOUR_MICROS;
+    let (min, sec, frac) = (us / 60_000_000, us / 1_000_000 % 60, us % 1_000_000);
+    let h = hour_literal(hour);
+    // "YYYY-MM-DD HH" of the hour's literal, then the rest of the instant
+    format!("{}:{min:02}:{sec:02}.{frac:06}+00", &h[..h.len() - 9])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +116,14 @@ mod tests {
     fn test_civil_round_trip_and_known_dates() {
         assert_eq!(hour_suffix(0), "1970010100");
         assert_eq!(hour_literal(0), "1970-01-01 00:00:00+00");
+        assert_eq!(ts_literal(0), "1970-01-01 00:00:00.000000+00");
+        assert_eq!(ts_literal(-1), "1969-12-31 23:59:59.999999+00");
+        assert_eq!(
+            ts_literal(1_709_208_123_456_789),
+            "2024-02-29 12:02:03.456789+00"
+        );
+        assert_eq!(ts_literal(MIN_TS_MICROS), "0001-01-01 00:00:00.000000+00");
+        assert_eq!(ts_literal(MAX_TS_MICROS), "9999-12-31 23:59:59.999999+00");
         assert_eq!(hour_suffix(hour_of(MIN_TS_MICROS)), "0001010100");
         assert_eq!(hour_suffix(hour_of(MAX_TS_MICROS)), "9999123123");
         assert_eq!(hour_suffix(hour_of(-1)), "1969123123");

@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutIter, BinaryCopyOutRow};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls, Row, Statement};
+use postgres::{Client, NoTls, Statement, Transaction};
 
 use crate::partition::{self, HOUR_MICROS, MAX_TS_MICROS, MIN_TS_MICROS};
 use crate::schema::{self, FLOW_COLUMNS, MIGRATIONS, SCHEMA_VERSION};
@@ -19,9 +19,6 @@ impl From<postgres::Error> for StoreError {
         StoreError::pg(e)
     }
 }
-
-/// Rows fetched per round trip by [`Store::for_each_flow`] (about 2 MB of row data).
-const FETCH_ROWS: i32 = 20_000;
 
 /// One flow as the SQL types of the flow table.
 #[derive(Debug)]
@@ -80,24 +77,64 @@ impl PgRow {
     }
 }
 
-/// A flow-table row (columns in [`FLOW_COLUMNS`] order) back to a [`Flow`].
-fn flow_from_row(row: &Row) -> Result<Flow, StoreError> {
+/// A row of the window's binary COPY (columns in [`FLOW_COLUMNS`] order) back to a [`Flow`].
+fn flow_from_copy_row(row: &BinaryCopyOutRow) -> Result<Flow, StoreError> {
     Ok(Flow {
         ts_micros: time_to_micros(row.try_get(0)?)?,
         exporter: row.try_get(1)?,
         input_if: crate::from_db("input_if", row.try_get(2)?)?,
         output_if: crate::from_db("output_if", row.try_get(3)?)?,
-        direction: crate::from_db("direction", row.try_get::<_, i16>(4)?.into())?,
-        protocol: crate::from_db("protocol", row.try_get::<_, i16>(5)?.into())?,
+        direction: crate::from_db("direction", row.try_get::<i16>(4)?.into())?,
+        protocol: crate::from_db("protocol", row.try_get::<i16>(5)?.into())?,
         src_addr: row.try_get(6)?,
         dst_addr: row.try_get(7)?,
-        src_port: crate::from_db("src_port", row.try_get::<_, i32>(8)?.into())?,
-        dst_port: crate::from_db("dst_port", row.try_get::<_, i32>(9)?.into())?,
+        src_port: crate::from_db("src_port", row.try_get::<i32>(8)?.into())?,
+        dst_port: crate::from_db("dst_port", row.try_get::<i32>(9)?.into())?,
         bytes: crate::from_db("bytes", row.try_get(10)?)?,
         packets: crate::from_db("packets", row.try_get(11)?)?,
-        tcp_flags: crate::from_db("tcp_flags", row.try_get::<_, i16>(12)?.into())?,
+        tcp_flags: crate::from_db("tcp_flags", row.try_get::<i16>(12)?.into())?,
         ..Flow::default()
     })
+}
+
+/// `'{a,b}'::inet[]`: addresses as an SQL literal (COPY takes no parameters). The `Display`
+/// of an `IpAddr` holds only hex digits, `.` and `:`, so no quoting is needed.
+fn inet_array_literal(addrs: &[IpAddr]) -> String {
+    let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+    format!("'{{{}}}'::inet[]", list.join(","))
+}
+
+/// `ts > 'after' AND ts <= 'upto'` as literals (both clamped to the stored range; an `after`
+/// before the first storable instant, year 0 to PostgreSQL, is left out).
+fn ts_range_literal(after: i64, upto: i64) -> String {
+    let upto = format!("ts <= '{}'", partition::ts_literal(upto));
+    if after < MIN_TS_MICROS {
+        upto
+    } else {
+        format!("ts > '{}' AND {upto}", partition::ts_literal(after))
+    }
+}
+
+/// Streams the rows of `select` (a query returning the [`FLOW_COLUMNS`]) to `f` through
+/// `COPY (select) TO STDOUT (FORMAT binary)`, decoded by the `postgres` crate's
+/// [`BinaryCopyOutIter`]: no per-row protocol round trip or `Row`, unlike a cursor. Returns
+/// how many rows `f` saw. On `Break` the rest of the stream is discarded by the client.
+fn copy_out_flows(
+    tx: &mut Transaction<'_>,
+    types: &[Type],
+    select: &str,
+    f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+) -> Result<u64, StoreError> {
+    let reader = tx.copy_out(&format!("COPY ({select}) TO STDOUT (FORMAT binary)"))?;
+    let mut rows = BinaryCopyOutIter::new(reader, types);
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        n += 1;
+        if f(&flow_from_copy_row(&row)?).is_break() {
+            break;
+        }
+    }
+    Ok(n)
 }
 
 fn micros_to_time(us: i64) -> Result<SystemTime, StoreError> {
@@ -130,6 +167,7 @@ struct Sql {
     /// `(columns) FROM STDIN (FORMAT binary)`, after `COPY table`.
     copy_tail: String,
     bump_max_ts: String,
+    /// `SELECT columns FROM flows WHERE `, completed with literal conditions (COPY).
     window: String,
     max_ts: String,
     upsert_exporter: String,
@@ -161,9 +199,7 @@ impl Sql {
             bump_max_ts: format!(
                 "UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"
             ),
-            window: format!(
-                "SELECT {cols} FROM {p}flows WHERE exporter = ANY($1) AND ts > $2 AND ts <= $3"
-            ),
+            window: format!("SELECT {cols} FROM {p}flows WHERE "),
             max_ts: format!("SELECT max_ts FROM {p}flow_stats WHERE id = 1"),
             upsert_exporter: format!(
                 "INSERT INTO {p}exporters (addr, first_seen, last_seen, packets, flows, lost_packets, lost_flows) \
@@ -599,7 +635,12 @@ impl Store for PgStore {
         if exporters.is_empty() || after >= upto {
             return Ok(0);
         }
-        let (after, upto) = (micros_to_time(after)?, micros_to_time(upto)?);
+        let select = format!(
+            "{}exporter = ANY({}) AND {}",
+            self.sql.window,
+            inet_array_literal(exporters),
+            ts_range_literal(after, upto),
+        );
         let sql = &self.sql;
         self.conn.run(|client, _| {
             let mut tx = client.transaction()?;
@@ -609,27 +650,7 @@ impl Store for PgStore {
             // here (for whole partitions it reads the same pages in order), so forbid the
             // sequential scan for this transaction only.
             tx.batch_execute("SET LOCAL enable_seqscan = off")?;
-            let stmt = tx.prepare(&sql.window)?;
-            // a portal (server-side cursor) fetched in chunks: memory stays bounded and an
-            // early Break stops the server too
-            let portal = tx.bind(&stmt, &[&exporters, &after, &upto])?;
-            let mut n = 0;
-            loop {
-                let mut rows = tx.query_portal_raw(&portal, FETCH_ROWS)?;
-                let mut fetched = 0;
-                while let Some(row) = rows.next()? {
-                    fetched += 1;
-                    n += 1;
-                    if f(&flow_from_row(&row)?).is_break() {
-                        drop(rows);
-                        tx.commit()?;
-                        return Ok(n);
-                    }
-                }
-                if fetched < FETCH_ROWS {
-                    break;
-                }
-            }
+            let n = copy_out_flows(&mut tx, &sql.types, &select, f)?;
             tx.commit()?;
             Ok(n)
         })

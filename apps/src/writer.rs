@@ -200,7 +200,8 @@ impl Writer {
         let header = decoded.header();
         let mut records: u32 = 0;
         let mut n_flows: u64 = 0;
-        for f in decoded.flows() {
+        // `for_each` (internal iteration) picks the record reader once per set.
+        decoded.flows().for_each(|f| {
             records = records.saturating_add(1);
             n_flows += 1;
             let f = f.renormalized();
@@ -210,7 +211,7 @@ impl Writer {
                 self.exporters.entry(f.exporter).or_default().flows += 1;
             }
             self.batch.push(f);
-        }
+        });
         for e in decoded.issues() {
             match e {
                 DecodeError::TemplateMissing { .. } => stats::add(&c.template_misses, 1),

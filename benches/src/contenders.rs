@@ -30,7 +30,7 @@ impl Contender for Ours {
     fn decode(&mut self, datagram: &[u8]) -> Totals {
         let mut t = Totals::default();
         if let Ok(d) = self.0.decode(IpAddr::from([192, 0, 2, 1]), 0, datagram) {
-            for f in d.flows() {
+            d.flows().for_each(|f| {
                 t.add(
                     f.src_addr,
                     f.dst_addr,
@@ -42,7 +42,7 @@ impl Contender for Ours {
                     f.direction,
                     f.tcp_flags,
                 );
-            }
+            });
         }
         t
     }

@@ -25,6 +25,11 @@ pub fn run(version: u16, data: &[u8]) {
         for e in decoded.issues() {
             std::hint::black_box(e.to_string());
         }
+        // Internal iteration (a reader picked per set) must agree with `next`.
+        let by_next: Vec<_> = decoded.flows().collect();
+        let mut by_fold = Vec::with_capacity(by_next.len());
+        decoded.flows().for_each(|f| by_fold.push(f));
+        assert_eq!(by_fold, by_next);
         for set in decoded.data_sets() {
             for r in set.records() {
                 for (spec, bytes) in r.fields() {

@@ -13,8 +13,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut d = Decoder::default();
     if let Ok(dec) = d.decode(std::net::Ipv4Addr::LOCALHOST, 0, data) {
-        for f in dec.flows() {
-            std::hint::black_box(f);
-        }
+        let by_next: Vec<_> = dec.flows().collect();
+        let mut by_fold = Vec::with_capacity(by_next.len());
+        dec.flows().for_each(|f| by_fold.push(f));
+        assert_eq!(by_fold, by_next);
     }
 });

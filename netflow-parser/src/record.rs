@@ -209,10 +209,25 @@ impl<'a> Record<'a> {
 
     #[inline(always)]
     fn time(&self, source: TimeSource, ctx: &FlowContext) -> u64 {
-        if let (TimeSource::Uptime(s), Some(w), Some(uptime)) =
-            (source, self.template.wide(), ctx.header.sys_uptime_ms)
-        {
-            return uptime_to_unix_ms(ctx.export_ms, uptime, w[s as usize].read(self.data) as u32);
+        // Fast path: one load (a Wide slot reads as 0 where `slot_uint` gives `None`).
+        if let Some(w) = self.template.wide() {
+            let rd = |s: SlotId| w[s as usize].read(self.data);
+            match (source, ctx.header.sys_uptime_ms) {
+                (TimeSource::None, _) => return 0,
+                (TimeSource::Millis(s), _) => return rd(s),
+                (TimeSource::Secs(s), _) => return rd(s).saturating_mul(1000),
+                (TimeSource::Ntp(s), _) => return ntp_to_unix_ms(rd(s)),
+                (TimeSource::Uptime(s), Some(uptime)) => {
+                    return uptime_to_unix_ms(ctx.export_ms, uptime, rd(s) as u32);
+                }
+                // IPFIX: relative to systemInitTimeMilliseconds learned from options data.
+                (TimeSource::Uptime(s), None) => {
+                    return ctx
+                        .system_init_ms
+                        .map_or(0, |init| init.saturating_add(rd(s)));
+                }
+                _ => {}
+            }
         }
         match source {
             TimeSource::None => 0,
@@ -244,7 +259,7 @@ impl<'a> Record<'a> {
     /// Its `sampling_interval` is the context's (the exporter's or domain's rate). A record that
     /// names its sampler (FLOW_SAMPLER_ID 48, selectorId 302) gets that sampler's rate through
     /// [`DataSet::flow`](crate::DataSet::flow) and [`Decoded::flows`](crate::Decoded::flows).
-    #[inline]
+    #[inline(always)]
     pub fn flow(&self, ctx: &FlowContext) -> Option<Flow> {
         if self.template.is_v5()
             && let Some(r) = self.data.first_chunk::<48>()
@@ -344,6 +359,12 @@ impl<'a> Records<'a> {
             rest: body,
             template,
         }
+    }
+
+    /// The bytes of the records not yet iterated.
+    #[inline(always)]
+    pub(crate) fn remaining(&self) -> &'a [u8] {
+        self.rest
     }
 }
 

@@ -21,6 +21,7 @@ fn decode_capture(name: &str) -> Vec<String> {
             );
         }
         assert!(decoded.expired().is_empty());
+        common::flows_checked(&decoded);
         for set in decoded.data_sets() {
             let h = set.context().header;
             for f in set.flows() {

@@ -74,3 +74,18 @@ pub fn canonical(v: &Value) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+/// The flows of a decoded datagram, read three ways that must agree: external iteration
+/// (`next`), internal iteration (`for_each`, which picks a reader per set), and one `next`
+/// followed by `for_each` on the rest. Returns them.
+pub fn flows_checked(decoded: &netflow_wire::Decoded<'_>) -> Vec<netflow_wire::Flow> {
+    let by_next: Vec<_> = decoded.flows().collect();
+    let mut by_fold = Vec::new();
+    decoded.flows().for_each(|f| by_fold.push(f));
+    assert_eq!(by_fold, by_next, "for_each and next disagree");
+    let mut it = decoded.flows();
+    let mut mixed: Vec<_> = it.next().into_iter().collect();
+    it.for_each(|f| mixed.push(f));
+    assert_eq!(mixed, by_next, "next then for_each disagrees");
+    by_next
+}

@@ -13,7 +13,7 @@ fn flows(name: &str, decoder: &mut Decoder) -> Vec<Flow> {
     let mut out = Vec::new();
     for d in common::oracle(name) {
         let decoded = decoder.decode(d.exporter, 0, &d.payload).unwrap();
-        out.extend(decoded.flows());
+        out.extend(common::flows_checked(&decoded));
     }
     out
 }

@@ -1,0 +1,190 @@
+//! Edges of RFC 3954 (v9) and RFC 7011 (IPFIX) that exporters other than ours hit, on minimal
+//! hand-made packets: each is decoded, or refused with its typed error, never a panic, and the
+//! rest of the datagram is still decoded.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use netflow_wire::{DecodeError, Decoder, Limits, TemplateProblem};
+
+const EXP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+#[rustfmt::skip]
+fn v9_header(count: u16) -> Vec<u8> {
+    let mut p = vec![0, 9];
+    p.extend_from_slice(&count.to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x27, 0x10,   // sys_uptime 10,000 ms
+                          0x65, 0x92, 0, 0,   // unix_secs
+                          0, 0, 0, 1,         // sequence
+                          0, 0, 0, 0]);       // source id
+    p
+}
+
+/// IPFIX message header; the length is patched by [`ipfix_done`].
+#[rustfmt::skip]
+fn ipfix_header() -> Vec<u8> {
+    vec![0, 10, 0, 0,         // version, length (patched)
+         0x65, 0x92, 0, 0,    // export time
+         0, 0, 0, 0,          // sequence
+         0, 0, 0, 7]          // observation domain
+}
+
+fn ipfix_done(mut p: Vec<u8>) -> Vec<u8> {
+    let len = u16::try_from(p.len()).unwrap().to_be_bytes();
+    p[2..4].copy_from_slice(&len);
+    p
+}
+
+/// v9 template 256: IPV4_SRC_ADDR/4, IPV4_DST_ADDR/4, IN_BYTES/4; then one data record.
+#[rustfmt::skip]
+const V9_TEMPLATE_AND_DATA: [u8; 36] = [
+    0, 0, 0, 20,                            // template flowset, length 20
+    1, 0, 0, 3,                             // template 256, 3 fields
+    0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4,
+    1, 0, 0, 16,                            // data flowset 256, length 16
+    10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0,   // 10.0.0.1 -> 10.0.0.2, 256 bytes
+];
+
+/// IPFIX template 300: sourceIPv4Address/4, destinationIPv4Address/4, octetDeltaCount/4; then
+/// one data record.
+#[rustfmt::skip]
+const IPFIX_TEMPLATE_AND_DATA: [u8; 36] = [
+    0, 2, 0, 20,                            // template set, length 20
+    1, 44, 0, 3,                            // template 300, 3 fields
+    0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4,
+    1, 44, 0, 16,                           // data set 300, length 16
+    10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0,   // 10.0.0.1 -> 10.0.0.2, 256 bytes
+];
+
+fn bytes_and_issues(d: &mut Decoder, p: &[u8]) -> (Vec<u64>, Vec<DecodeError>) {
+    let decoded = d.decode(EXP, 0, p).expect("header is fine");
+    (
+        decoded.flows().map(|f| f.bytes).collect(),
+        decoded.issues().to_vec(),
+    )
+}
+
+#[test]
+fn v9_options_template_with_scope_length_0_is_a_typed_error() {
+    // RFC 3954 §6.1: an options template names at least one scope (system, interface, ...);
+    // scope length 0 leaves the options record without one. Refused; the data still decodes.
+    let mut p = v9_header(3);
+    #[rustfmt::skip]
+    p.extend_from_slice(&[
+        0, 1, 0, 16,        // options template flowset, length 16
+        1, 1, 0, 0, 0, 4,   // template 257, scope length 0, option length 4
+        0, 34, 0, 4,        // SAMPLING_INTERVAL/4
+        0, 0,               // padding
+    ]);
+    p.extend_from_slice(&V9_TEMPLATE_AND_DATA);
+    let mut d = Decoder::new(Limits::default());
+    let (flows, issues) = bytes_and_issues(&mut d, &p);
+    assert_eq!(flows, vec![256]);
+    assert_eq!(
+        issues,
+        vec![DecodeError::BadTemplate {
+            offset: 24,
+            template_id: 257,
+            why: TemplateProblem::BadScope
+        }]
+    );
+}
+
+#[test]
+fn ipfix_options_template_with_scope_count_0_is_a_typed_error() {
+    // RFC 7011 §3.4.2.2: "The Scope Field Count MUST NOT be zero."
+    let mut p = ipfix_header();
+    #[rustfmt::skip]
+    p.extend_from_slice(&[
+        0, 3, 0, 16,        // options template set, length 16
+        1, 45, 0, 1, 0, 0,  // template 301, 1 field, scope count 0
+        1, 50, 0, 4,        // samplingPacketInterval/4
+        0, 0,               // padding
+    ]);
+    p.extend_from_slice(&IPFIX_TEMPLATE_AND_DATA);
+    let p = ipfix_done(p);
+    let mut d = Decoder::new(Limits::default());
+    let (flows, issues) = bytes_and_issues(&mut d, &p);
+    assert_eq!(flows, vec![256]);
+    assert_eq!(
+        issues,
+        vec![DecodeError::BadTemplate {
+            offset: 20,
+            template_id: 301,
+            why: TemplateProblem::BadScope
+        }]
+    );
+}
+
+#[test]
+fn ipfix_template_with_a_zero_length_field_is_a_typed_error() {
+    // A field of length 0 carries no value (RFC 7011 §3.2 reserves only 65535, for variable
+    // length). The template is refused with its field named; the template beside it in the same
+    // set is still learned and its data decoded.
+    let mut p = ipfix_header();
+    #[rustfmt::skip]
+    p.extend_from_slice(&[
+        0, 2, 0, 32,                            // template set, length 32
+        1, 46, 0, 2, 0, 8, 0, 4, 0, 7, 0, 0,    // template 302: 8/4, 7/0
+        1, 44, 0, 3,                            // template 300, 3 fields
+        0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4,
+        1, 44, 0, 16,                           // data set 300
+        10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0,
+        1, 46, 0, 8, 10, 0, 0, 9,               // data set 302: never decoded
+    ]);
+    let p = ipfix_done(p);
+    let mut d = Decoder::new(Limits::default());
+    let (flows, issues) = bytes_and_issues(&mut d, &p);
+    assert_eq!(flows, vec![256]);
+    assert_eq!(issues.len(), 2, "{issues:?}");
+    assert_eq!(
+        issues[0],
+        DecodeError::BadTemplate {
+            offset: 20,
+            template_id: 302,
+            why: TemplateProblem::ZeroLengthField(7)
+        }
+    );
+    // The set of the refused template waits for a template that never comes: counted.
+    assert!(matches!(
+        issues[1],
+        DecodeError::TemplateMissing { key, .. } if key.template_id == 302
+    ));
+}
+
+#[test]
+fn v9_header_count_is_never_relied_on() {
+    // Exporters fill `count` in different ways (records of all kinds, flowsets, flows only,
+    // or 0): any value decodes the same.
+    for count in [0u16, 1, 2, 3, 30, u16::MAX] {
+        let mut p = v9_header(count);
+        p.extend_from_slice(&V9_TEMPLATE_AND_DATA);
+        let mut d = Decoder::new(Limits::default());
+        let (flows, issues) = bytes_and_issues(&mut d, &p);
+        assert_eq!((flows, issues), (vec![256], vec![]), "count {count}");
+    }
+}
+
+#[test]
+fn ipfix_delta_times_and_durations_decode_without_error() {
+    // flowStartDeltaMicroseconds/flowEndDeltaMicroseconds (158/159, unsigned32, relative to
+    // the export time) and flowDurationMilliseconds/Microseconds (161/162): records carrying
+    // them decode with every normalized field.
+    let mut p = ipfix_header();
+    #[rustfmt::skip]
+    p.extend_from_slice(&[
+        0, 2, 0, 36,                            // template set, length 36
+        1, 47, 0, 7,                            // template 303, 7 fields
+        0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4,
+        0, 158, 0, 4, 0, 159, 0, 4, 0, 161, 0, 4, 0, 162, 0, 4,
+        1, 47, 0, 32,                           // data set 303, length 32
+        10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0,
+        0, 0x1e, 0x84, 0x80,                    // start 2,000,000 us before export
+        0, 0x0f, 0x42, 0x40,                    // end 1,000,000 us before export
+        0, 0, 0x03, 0xe8,                       // 1,000 ms
+        0, 0x0f, 0x42, 0x40,                    // 1,000,000 us
+    ]);
+    let p = ipfix_done(p);
+    let mut d = Decoder::new(Limits::default());
+    let (flows, issues) = bytes_and_issues(&mut d, &p);
+    assert_eq!((flows, issues), (vec![256], vec![]));
+}

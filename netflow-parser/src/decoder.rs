@@ -725,11 +725,12 @@ impl<'a> DataSet<'a> {
             return acc;
         }
         if self.samplers.is_none()
+            && !self.template.has_duration()
             && let Some(len) = self.template.record_len()
             && len > 0
         {
             for rec in body.chunks_exact(len) {
-                if let Some(flow) = Record::new(rec, self.template).flow(&self.ctx) {
+                if let Some(flow) = Record::new(rec, self.template).flow_raw(&self.ctx) {
                     acc = f(acc, flow);
                 }
             }

@@ -320,6 +320,18 @@ impl<'b> Message<'b> {
                         FieldId::FLOW_END_MILLISECONDS => flow.end_ms,
                         FieldId::FLOW_START_SECONDS => flow.start_ms / 1000,
                         FieldId::FLOW_END_SECONDS => flow.end_ms / 1000,
+                        FieldId::FLOW_START_DELTA_MICROSECONDS => {
+                            header.export_ms().saturating_sub(flow.start_ms) * 1000
+                        }
+                        FieldId::FLOW_END_DELTA_MICROSECONDS => {
+                            header.export_ms().saturating_sub(flow.end_ms) * 1000
+                        }
+                        FieldId::FLOW_DURATION_MILLISECONDS => {
+                            flow.end_ms.saturating_sub(flow.start_ms)
+                        }
+                        FieldId::FLOW_DURATION_MICROSECONDS => {
+                            flow.end_ms.saturating_sub(flow.start_ms) * 1000
+                        }
                         _ => 0,
                     };
                     if f.is_variable() {

@@ -208,8 +208,16 @@ field_ids! {
     FLOW_START_NANOSECONDS = 156;
     /// IPFIX `flowEndNanoseconds` (NTP timestamp).
     FLOW_END_NANOSECONDS = 157;
+    /// IPFIX `flowStartDeltaMicroseconds` (µs before the message's export time).
+    FLOW_START_DELTA_MICROSECONDS = 158;
+    /// IPFIX `flowEndDeltaMicroseconds` (µs before the message's export time).
+    FLOW_END_DELTA_MICROSECONDS = 159;
     /// IPFIX `systemInitTimeMilliseconds` (Unix ms of sysUpTime 0).
     SYSTEM_INIT_TIME_MILLISECONDS = 160;
+    /// IPFIX `flowDurationMilliseconds` (end minus start).
+    FLOW_DURATION_MILLISECONDS = 161;
+    /// IPFIX `flowDurationMicroseconds` (end minus start).
+    FLOW_DURATION_MICROSECONDS = 162;
     /// IPFIX `selectorId`.
     SELECTOR_ID = 302;
     /// IPFIX `selectorAlgorithm`.

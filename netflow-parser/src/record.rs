@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::field::{FieldId, FieldSpec};
 use crate::flow::Flow;
 use crate::header::FlowContext;
-use crate::template::{SlotId, Template, TemplateKind, TimeSource};
+use crate::template::{Duration, SlotId, Template, TemplateKind, TimeSource};
 use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
 use crate::v5::V5Record;
 use crate::wire::be_uint;
@@ -200,11 +200,40 @@ impl<'a> Record<'a> {
     /// Flow start and end in Unix milliseconds, from whichever time fields the template has:
     /// absolute ms (152/153), s (150/151), NTP µs/ns (154..157), or sysUptime-relative
     /// FIRST/LAST_SWITCHED (22/21) against the header's uptime and export time (or IPFIX
-    /// systemInitTimeMilliseconds 160). `(0, 0)` when unknown.
+    /// systemInitTimeMilliseconds 160), or µs before the export time (158/159); a duration
+    /// (161/162) gives the one the template lacks. `(0, 0)` when unknown.
     #[inline]
     pub fn times(&self, ctx: &FlowContext) -> (u64, u64) {
         let [start, end] = self.template.time_sources();
+        let (start, end) = (self.time(start, ctx), self.time(end, ctx));
+        if self.template.duration() == Duration::None {
+            return (start, end);
+        }
+        self.complete_with_duration(start, end)
+    }
+
+    /// [`Record::times`] without the duration (161/162) step: what [`Record::flow_raw`] uses.
+    #[inline(always)]
+    fn raw_times(&self, ctx: &FlowContext) -> (u64, u64) {
+        let [start, end] = self.template.time_sources();
         (self.time(start, ctx), self.time(end, ctx))
+    }
+
+    /// The time a template lacks, from its duration field (161/162); kept out of line so
+    /// that the common templates' hot loop stays small.
+    #[inline(never)]
+    fn complete_with_duration(&self, start: u64, end: u64) -> (u64, u64) {
+        let ms = |slot: SlotId, micros: bool| {
+            let d = self.slot_uint(slot).unwrap_or(0);
+            if micros { d / 1000 } else { d }
+        };
+        match self.template.duration() {
+            Duration::None => (start, end),
+            Duration::GivesStart { .. } if end == 0 => (0, 0),
+            Duration::GivesStart { slot, micros } => (end.saturating_sub(ms(slot, micros)), end),
+            Duration::GivesEnd { .. } if start == 0 => (0, 0),
+            Duration::GivesEnd { slot, micros } => (start, start.saturating_add(ms(slot, micros))),
+        }
     }
 
     #[inline(always)]
@@ -217,6 +246,9 @@ impl<'a> Record<'a> {
                 (TimeSource::Millis(s), _) => return rd(s),
                 (TimeSource::Secs(s), _) => return rd(s).saturating_mul(1000),
                 (TimeSource::Ntp(s), _) => return ntp_to_unix_ms(rd(s)),
+                (TimeSource::DeltaMicros(s), _) => {
+                    return ctx.export_ms.saturating_sub(rd(s) / 1000);
+                }
                 (TimeSource::Uptime(s), Some(uptime)) => {
                     return uptime_to_unix_ms(ctx.export_ms, uptime, rd(s) as u32);
                 }
@@ -234,6 +266,9 @@ impl<'a> Record<'a> {
             TimeSource::Millis(s) => self.slot_uint(s).unwrap_or(0),
             TimeSource::Secs(s) => self.slot_uint(s).unwrap_or(0).saturating_mul(1000),
             TimeSource::Ntp(s) => self.slot_uint(s).map_or(0, ntp_to_unix_ms),
+            TimeSource::DeltaMicros(s) => self
+                .slot_uint(s)
+                .map_or(0, |d| ctx.export_ms.saturating_sub(d / 1000)),
             TimeSource::Uptime(s) => match (
                 self.slot_uint(s),
                 ctx.header.sys_uptime_ms,
@@ -261,6 +296,17 @@ impl<'a> Record<'a> {
     /// [`DataSet::flow`](crate::DataSet::flow) and [`Decoded::flows`](crate::Decoded::flows).
     #[inline(always)]
     pub fn flow(&self, ctx: &FlowContext) -> Option<Flow> {
+        let mut f = self.flow_raw(ctx)?;
+        if self.template.duration() != Duration::None {
+            (f.start_ms, f.end_ms) = self.complete_with_duration(f.start_ms, f.end_ms);
+        }
+        Some(f)
+    }
+
+    /// [`Record::flow`] for templates without a duration field (161/162), which the caller
+    /// checked once per set: the hot loop of `Flows::fold`.
+    #[inline(always)]
+    pub(crate) fn flow_raw(&self, ctx: &FlowContext) -> Option<Flow> {
         if self.template.is_v5()
             && let Some(r) = self.data.first_chunk::<48>()
         {
@@ -271,7 +317,7 @@ impl<'a> Record<'a> {
         }
         let src_addr = self.src_addr()?;
         let dst_addr = self.dst_addr()?;
-        let (start_ms, end_ms) = self.times(ctx);
+        let (start_ms, end_ms) = self.raw_times(ctx);
         let sampling_interval = ctx.sampling_interval.max(1);
         if let Some(w) = self.template.wide() {
             // Fast path: one load per field, absent fields read as 0.

@@ -66,9 +66,13 @@ pub(crate) enum SlotId {
     SelectorId,
     SamplingPacketInterval,
     SamplingPacketSpace,
+    StartDeltaMicros,
+    EndDeltaMicros,
+    DurationMillis,
+    DurationMicros,
 }
 
-const SLOT_COUNT: usize = SlotId::SamplingPacketSpace as usize + 1;
+const SLOT_COUNT: usize = SlotId::DurationMicros as usize + 1;
 
 impl SlotId {
     /// Which slot an IANA field fills, if it has the length the slot can read losslessly.
@@ -103,6 +107,10 @@ impl SlotId {
             FieldId::FLOW_END_MICROSECONDS => (SlotId::EndMicros, len == 8),
             FieldId::FLOW_START_NANOSECONDS => (SlotId::StartNanos, len == 8),
             FieldId::FLOW_END_NANOSECONDS => (SlotId::EndNanos, len == 8),
+            FieldId::FLOW_START_DELTA_MICROSECONDS => (SlotId::StartDeltaMicros, len <= 4),
+            FieldId::FLOW_END_DELTA_MICROSECONDS => (SlotId::EndDeltaMicros, len <= 4),
+            FieldId::FLOW_DURATION_MILLISECONDS => (SlotId::DurationMillis, len <= 4),
+            FieldId::FLOW_DURATION_MICROSECONDS => (SlotId::DurationMicros, len <= 4),
             FieldId::SYSTEM_INIT_TIME_MILLISECONDS => (SlotId::SystemInitMillis, len <= 8),
             FieldId::SAMPLING_INTERVAL => (SlotId::SamplingInterval, len <= 4),
             FieldId::FLOW_SAMPLER_ID => (SlotId::SamplerId, len <= 4),
@@ -159,6 +167,8 @@ pub struct Template {
     fixed_slots: bool,
     /// Where flow start and end times come from, decided once.
     times: [TimeSource; 2],
+    /// A duration field that completes a missing start or end time.
+    duration: Duration,
     /// Branch-free readers for the integer slots, when every slot is at a fixed offset and
     /// every record is at least 8 bytes long (see [`Wide`]).
     wide: Option<[Wide; SLOT_COUNT]>,
@@ -232,6 +242,19 @@ pub(crate) enum TimeSource {
     Uptime(SlotId),
     /// sysUptime milliseconds plus IPFIX systemInitTimeMilliseconds (160).
     InitPlusUptime(SlotId),
+    /// Microseconds before the message's export time (IPFIX 158/159).
+    DeltaMicros(SlotId),
+}
+
+/// A flow duration (IPFIX 161/162) that gives the one flow time the template lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Duration {
+    /// The template has both times, or neither, or no duration.
+    None,
+    /// Start = end - duration.
+    GivesStart { slot: SlotId, micros: bool },
+    /// End = start + duration.
+    GivesEnd { slot: SlotId, micros: bool },
 }
 
 /// Wire encoding of a field list, which differs between v9 and IPFIX.
@@ -512,7 +535,7 @@ impl Template {
             .iter()
             .all(|s| s.index == Slot::ABSENT || usize::from(s.index) < first_var);
         let has = |s: SlotId| slots[s as usize].index != Slot::ABSENT;
-        let time = |ms, secs, us, ns, up| {
+        let time = |ms, secs, us, ns, delta, up| {
             if has(ms) {
                 TimeSource::Millis(ms)
             } else if has(secs) {
@@ -521,6 +544,8 @@ impl Template {
                 TimeSource::Ntp(us)
             } else if has(ns) {
                 TimeSource::Ntp(ns)
+            } else if has(delta) {
+                TimeSource::DeltaMicros(delta)
             } else if has(up) && has(SlotId::SystemInitMillis) {
                 TimeSource::InitPlusUptime(up)
             } else if has(up) {
@@ -535,6 +560,7 @@ impl Template {
                 SlotId::StartSecs,
                 SlotId::StartMicros,
                 SlotId::StartNanos,
+                SlotId::StartDeltaMicros,
                 SlotId::FirstSwitched,
             ),
             time(
@@ -542,9 +568,21 @@ impl Template {
                 SlotId::EndSecs,
                 SlotId::EndMicros,
                 SlotId::EndNanos,
+                SlotId::EndDeltaMicros,
                 SlotId::LastSwitched,
             ),
         ];
+        let duration = match (has(SlotId::DurationMillis), has(SlotId::DurationMicros)) {
+            (true, _) => Some((SlotId::DurationMillis, false)),
+            (false, true) => Some((SlotId::DurationMicros, true)),
+            (false, false) => None,
+        };
+        let duration = match (times, duration) {
+            ([TimeSource::None, TimeSource::None], _) | (_, None) => Duration::None,
+            ([TimeSource::None, _], Some((slot, micros))) => Duration::GivesStart { slot, micros },
+            ([_, TimeSource::None], Some((slot, micros))) => Duration::GivesEnd { slot, micros },
+            _ => Duration::None,
+        };
         let wide = (fixed_slots && min_len >= 8).then(|| slots.map(Wide::of));
         Ok(Template {
             id,
@@ -558,6 +596,7 @@ impl Template {
             slots,
             fixed_slots,
             times,
+            duration,
             wide,
             v5: false,
         })
@@ -654,6 +693,17 @@ impl Template {
     #[inline]
     pub(crate) fn time_sources(&self) -> [TimeSource; 2] {
         self.times
+    }
+
+    #[inline(always)]
+    pub(crate) fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Whether a duration field (161/162) completes one of the flow times.
+    #[inline]
+    pub(crate) fn has_duration(&self) -> bool {
+        self.duration != Duration::None
     }
 
     /// The bytes of a slot's field in `rec`, `None` when the template lacks the field.

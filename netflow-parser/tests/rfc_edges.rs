@@ -164,27 +164,69 @@ fn v9_header_count_is_never_relied_on() {
     }
 }
 
-#[test]
-fn ipfix_delta_times_and_durations_decode_without_error() {
-    // flowStartDeltaMicroseconds/flowEndDeltaMicroseconds (158/159, unsigned32, relative to
-    // the export time) and flowDurationMilliseconds/Microseconds (161/162): records carrying
-    // them decode with every normalized field.
+/// Start and end (Unix ms) of the one flow of an IPFIX message with one template of the
+/// two addresses, IN_BYTES and `time_fields` (4 bytes each) whose values are `values`.
+fn ipfix_times(time_fields: &[u16], values: &[u32]) -> (u64, u64) {
+    let n = u16::try_from(3 + time_fields.len()).unwrap();
     let mut p = ipfix_header();
-    #[rustfmt::skip]
-    p.extend_from_slice(&[
-        0, 2, 0, 36,                            // template set, length 36
-        1, 47, 0, 7,                            // template 303, 7 fields
-        0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4,
-        0, 158, 0, 4, 0, 159, 0, 4, 0, 161, 0, 4, 0, 162, 0, 4,
-        1, 47, 0, 32,                           // data set 303, length 32
-        10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0,
-        0, 0x1e, 0x84, 0x80,                    // start 2,000,000 us before export
-        0, 0x0f, 0x42, 0x40,                    // end 1,000,000 us before export
-        0, 0, 0x03, 0xe8,                       // 1,000 ms
-        0, 0x0f, 0x42, 0x40,                    // 1,000,000 us
-    ]);
+    p.extend_from_slice(&[0, 2]);
+    p.extend_from_slice(&(8 + 4 * n).to_be_bytes());
+    p.extend_from_slice(&[1, 47]);
+    p.extend_from_slice(&n.to_be_bytes());
+    p.extend_from_slice(&[0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4]);
+    for id in time_fields {
+        p.extend_from_slice(&id.to_be_bytes());
+        p.extend_from_slice(&[0, 4]);
+    }
+    p.extend_from_slice(&[1, 47]);
+    p.extend_from_slice(&(4 + 4 * n).to_be_bytes());
+    p.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 1, 0]);
+    for v in values {
+        p.extend_from_slice(&v.to_be_bytes());
+    }
     let p = ipfix_done(p);
     let mut d = Decoder::new(Limits::default());
-    let (flows, issues) = bytes_and_issues(&mut d, &p);
-    assert_eq!((flows, issues), (vec![256], vec![]));
+    let decoded = d.decode(EXP, 0, &p).expect("header is fine");
+    assert_eq!(decoded.issues(), &[] as &[DecodeError]);
+    let flows: Vec<_> = decoded.flows().collect();
+    assert_eq!(flows.len(), 1);
+    (flows[0].start_ms, flows[0].end_ms)
+}
+
+#[test]
+fn ipfix_delta_times_and_durations() {
+    // RFC 7012: flowStartDeltaMicroseconds/flowEndDeltaMicroseconds (158/159) are µs before
+    // the message's export time; flowDurationMilliseconds/Microseconds (161/162) are end
+    // minus start and give the time the template lacks.
+    let export_ms = 0x6592_0000u64 * 1000;
+    assert_eq!(
+        ipfix_times(&[158, 159], &[2_000_000, 1_000_000]),
+        (export_ms - 2_000, export_ms - 1_000)
+    );
+    // A start and a duration give the end (ms, then µs).
+    assert_eq!(
+        ipfix_times(&[158, 161], &[5_000_000, 1_500]),
+        (export_ms - 5_000, export_ms - 3_500)
+    );
+    assert_eq!(
+        ipfix_times(&[158, 162], &[5_000_000, 2_500_000]),
+        (export_ms - 5_000, export_ms - 2_500)
+    );
+    // An end and a duration give the start.
+    assert_eq!(
+        ipfix_times(&[159, 161], &[1_000_000, 4_000]),
+        (export_ms - 5_000, export_ms - 1_000)
+    );
+    // Both times present: the duration is not needed and does not override them.
+    assert_eq!(
+        ipfix_times(&[158, 159, 161], &[2_000_000, 1_000_000, 99_999]),
+        (export_ms - 2_000, export_ms - 1_000)
+    );
+    // A duration alone gives no time.
+    assert_eq!(ipfix_times(&[161], &[1_000]), (0, 0));
+    // Absolute times win over deltas when a template has both.
+    assert_eq!(
+        ipfix_times(&[150, 158], &[1_700_000_000, 2_000_000]),
+        (1_700_000_000_000, 0)
+    );
 }

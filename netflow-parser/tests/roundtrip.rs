@@ -282,6 +282,35 @@ proptest! {
     }
 
     #[test]
+    fn ipfix_relative_times_round_trip(
+        ago_start in 0u64..4_000_000, len in 0u64..300_000,
+        layout in prop_oneof![Just([158u16, 159]), Just([158, 161]), Just([158, 162]), Just([159, 161]), Just([159, 162])],
+    ) {
+        // Times as µs before the export time (158/159) or a duration (161/162) that gives the
+        // missing one: emitted and decoded back to the same milliseconds.
+        let header = Header { version: 10, export_secs: 1_700_000_000, ..Header::default() };
+        let end = header.export_ms() - ago_start;
+        let f = Flow {
+            src_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            dst_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+            start_ms: end.saturating_sub(len),
+            end_ms: end,
+            ..Flow::default()
+        };
+        let mut specs = vec![FieldSpec::new(FieldId::IPV4_SRC_ADDR, 4), FieldSpec::new(FieldId::IPV4_DST_ADDR, 4)];
+        specs.extend(layout.iter().map(|&id| FieldSpec::new(FieldId(id), 4)));
+        let mut buf = Vec::new();
+        let mut m = Message::new(&mut buf, &header);
+        m.set(2).template(256, &specs);
+        m.set(256).flow(&specs, &f, &header);
+        m.finish().unwrap();
+        let mut d = Decoder::default();
+        let decoded = d.decode(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, &buf).unwrap();
+        let got: Vec<(u64, u64)> = common::flows_checked(&decoded).iter().map(|g| (g.start_ms, g.end_ms)).collect();
+        prop_assert_eq!(got, vec![(f.start_ms, f.end_ms)]);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), version in prop_oneof![Just(5u16), Just(9), Just(10), any::<u16>()]) {
         let mut bytes = bytes;
         if bytes.len() >= 2 {

@@ -388,7 +388,9 @@ pub(crate) fn v9_options_template<'a>(
     if id < 256 {
         return Err(bad(id, TemplateProblem::ReservedId));
     }
-    if scope_len % 4 != 0 || opt_len % 4 != 0 || scope_len == 0 {
+    // No scope (length 0) is accepted, as the options of the exporter as a whole (RFC 3954
+    // does not require one; IPFIX does, see `ipfix_template`); no fields at all is not.
+    if scope_len % 4 != 0 || opt_len % 4 != 0 || (scope_len == 0 && opt_len == 0) {
         return Err(bad(id, TemplateProblem::BadScope));
     }
     let count = usize::from(scope_len / 4) + usize::from(opt_len / 4);
@@ -457,7 +459,7 @@ impl Template {
             TemplateKind::Data => 0,
             TemplateKind::Options { scope_fields } => usize::from(scope_fields),
         };
-        if scope > fields.len() || (scope == 0 && matches!(kind, TemplateKind::Options { .. })) {
+        if scope > fields.len() {
             return Err(TemplateProblem::BadScope);
         }
         let mut offsets = Vec::with_capacity(fields.len());

@@ -64,15 +64,33 @@ fn bytes_and_issues(d: &mut Decoder, p: &[u8]) -> (Vec<u64>, Vec<DecodeError>) {
 }
 
 #[test]
-fn v9_options_template_with_scope_length_0_is_a_typed_error() {
-    // RFC 3954 §6.1: an options template names at least one scope (system, interface, ...);
-    // scope length 0 leaves the options record without one. Refused; the data still decodes.
+fn v9_options_template_with_scope_length_0_is_accepted_as_exporter_wide() {
+    // RFC 3954 §6.1 does not require a scope field; an options template without one (scope
+    // length 0) describes the exporter as a whole. Its SAMPLING_INTERVAL applies, so the flows
+    // are renormalized instead of being 1/N of the traffic.
     let mut p = v9_header(3);
     #[rustfmt::skip]
     p.extend_from_slice(&[
         0, 1, 0, 16,        // options template flowset, length 16
         1, 1, 0, 0, 0, 4,   // template 257, scope length 0, option length 4
         0, 34, 0, 4,        // SAMPLING_INTERVAL/4
+        0, 0,               // padding
+        1, 1, 0, 8,         // options data flowset 257, length 8
+        0, 0, 0, 100,       // 1 in 100
+    ]);
+    p.extend_from_slice(&V9_TEMPLATE_AND_DATA);
+    let mut d = Decoder::new(Limits::default());
+    let decoded = d.decode(EXP, 0, &p).expect("header is fine");
+    assert_eq!(decoded.issues(), &[] as &[DecodeError]);
+    let flows: Vec<_> = decoded.flows().collect();
+    assert_eq!(flows.len(), 1);
+    assert_eq!((flows[0].bytes, flows[0].sampling_interval), (256, 100));
+    // Scope and option lengths both 0 describe nothing: refused, the rest still decodes.
+    let mut p = v9_header(2);
+    #[rustfmt::skip]
+    p.extend_from_slice(&[
+        0, 1, 0, 12,        // options template flowset, length 12
+        1, 2, 0, 0, 0, 0,   // template 258, scope length 0, option length 0
         0, 0,               // padding
     ]);
     p.extend_from_slice(&V9_TEMPLATE_AND_DATA);
@@ -83,7 +101,7 @@ fn v9_options_template_with_scope_length_0_is_a_typed_error() {
         issues,
         vec![DecodeError::BadTemplate {
             offset: 24,
-            template_id: 257,
+            template_id: 258,
             why: TemplateProblem::BadScope
         }]
     );

@@ -86,6 +86,8 @@ mod partition;
 mod postgres;
 mod schema;
 mod sqlite;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;

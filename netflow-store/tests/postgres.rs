@@ -6,7 +6,8 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{HOUR, PgDb, T0, flow, ip, read_all};
+use common::{HOUR, PgDb, T0, as_stored, flow, ip, read_all, sorted};
+use netflow_store::test_support::PrivateServer;
 use netflow_store::{Backend, PgStore, SCHEMA_VERSION, Store, StoreConfig, StoreError};
 
 fn partitions(c: &mut postgres::Client) -> Vec<String> {
@@ -340,41 +341,27 @@ fn unreachable_server_is_a_retryable_error() {
     );
 }
 
-/// Restarts the server: opt-in, because it breaks every other test running against it.
-/// `NETFLOW_STORE_TEST_PG_CLUSTER` names the cluster for `pg_ctlcluster` (default
-/// `<version> main`, the CI server); point `NETFLOW_STORE_TEST_PG` at the same cluster:
-/// `cargo test -p netflow-store --test postgres -- --ignored server_restart`
+/// The server restarts between two batches, then stays down for a while: the next write fails
+/// with a retryable error, the store reconnects by itself once the server is back, and each
+/// batch lands exactly once. A server of this test's own (`test_support::PrivateServer`), never
+/// the shared one.
 #[test]
-#[ignore = "restarts the PostgreSQL server; run alone with --ignored"]
 fn server_restart_mid_run() {
-    let db = PgDb::new();
+    let server = PrivateServer::acquire();
+    let db = PgDb::on(server.admin_config());
     let mut s = PgStore::open(&db.config).unwrap();
-    let a: Vec<_> = (0..1000).map(|i| flow(T0 + i, "192.0.2.1")).collect();
-    s.write_flows(&a).unwrap();
-    let cluster = std::env::var("NETFLOW_STORE_TEST_PG_CLUSTER").unwrap_or_else(|_| {
-        let version = std::fs::read_dir("/etc/postgresql")
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .file_name();
-        format!("{} main", version.to_str().unwrap())
-    });
-    let (version, name) = cluster
-        .split_once(' ')
-        .expect("NETFLOW_STORE_TEST_PG_CLUSTER: `<version> <name>`");
-    let ok = std::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", version, name, "restart"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "pg_ctlcluster restart failed");
-    let b: Vec<_> = (0..1000)
-        .map(|i| flow(T0 + 1000 + i, "192.0.2.1"))
-        .collect();
+    let batch = |n: i64| -> Vec<_> {
+        (0..1000)
+            .map(|i| flow(T0 + n * 1000 + i, "192.0.2.1"))
+            .collect()
+    };
+    s.write_flows(&batch(0)).unwrap();
+
+    // restart: the store's connection is gone, the first write says so, a retry lands
+    server.restart();
     let mut tries = 0;
     loop {
-        match s.write_flows(&b) {
+        match s.write_flows(&batch(1)) {
             Ok(()) => break,
             Err(e) if e.is_retryable() && tries < 30 => {
                 tries += 1;
@@ -385,6 +372,25 @@ fn server_restart_mid_run() {
     }
     assert!(tries >= 1, "the restart went unnoticed");
     assert_eq!(count(&mut db.client()), 2000);
+
+    // down for a while: every write fails retryably, the first one after the start lands
+    server.stop();
+    for _ in 0..3 {
+        let err = s.write_flows(&batch(2)).unwrap_err();
+        assert!(err.is_retryable(), "server down: {err:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    server.start();
+    let mut tries = 0;
+    while let Err(e) = s.write_flows(&batch(2)) {
+        assert!(e.is_retryable() && tries < 30, "{e:?}");
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        read_all(&mut s, &[ip("192.0.2.1")]),
+        sorted((0..3).flat_map(batch).map(|f| as_stored(&f)).collect())
+    );
 }
 
 #[test]

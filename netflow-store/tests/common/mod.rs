@@ -45,25 +45,40 @@ pub fn pg_admin() -> postgres::Client {
 pub struct PgDb {
     pub name: String,
     pub config: StoreConfig,
+    admin: postgres::Config,
 }
 
 impl PgDb {
+    /// On the shared test server ([`PG_URL_VAR`]).
     pub fn new() -> PgDb {
+        PgDb::create(pg_admin(), pg_admin_config())
+    }
+
+    /// On the server `admin` connects to (a `netflow_store::test_support::PrivateServer`).
+    pub fn on(admin: postgres::Config) -> PgDb {
+        let client = admin
+            .connect(postgres::NoTls)
+            .expect("connect to the test server");
+        PgDb::create(client, admin)
+    }
+
+    fn create(mut client: postgres::Client, admin: postgres::Config) -> PgDb {
         let name = unique_name("test");
-        pg_admin()
+        client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("CREATE DATABASE");
-        let mut pg = pg_admin_config();
+        let mut pg = admin.clone();
         pg.dbname(&name);
         PgDb {
             name,
             config: StoreConfig::new(Backend::Postgres(Box::new(pg))),
+            admin,
         }
     }
 
     /// A plain client on the test database, for checks behind the store's back.
     pub fn client(&self) -> postgres::Client {
-        let mut pg = pg_admin_config();
+        let mut pg = self.admin.clone();
         pg.dbname(&self.name);
         pg.connect(postgres::NoTls)
             .expect("connect to test database")
@@ -72,7 +87,7 @@ impl PgDb {
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        if let Ok(mut c) = pg_admin_config().connect(postgres::NoTls) {
+        if let Ok(mut c) = self.admin.connect(postgres::NoTls) {
             let _ = c.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

@@ -16,6 +16,12 @@
 //!   by row (`COPY (SELECT …) TO STDOUT (FORMAT binary)` decoded by the `postgres` crate's
 //!   `BinaryCopyOutIter` on PostgreSQL, a stepping statement on SQLite): memory does not grow
 //!   with the window.
+//! * **Late flows are not lost.** A flow written with a `ts` at or before the max ts already
+//!   stored (a pending data set released by a late template, a spool drained after an outage,
+//!   a second writer) may fall in a window a bot job has already aggregated. The batch's
+//!   transaction also copies such flows to a late-flow log under a batch number, and
+//!   [`Store::read_job_window`] hands each job the late flows it missed, once, with its next
+//!   window, from one snapshot (so a flow is never both in a window and in the log part).
 //! * **Migrations.** Opening a store applies the numbered migrations it lacks, each in its own
 //!   transaction, recorded in `<prefix>schema_migrations`; concurrent openers serialize (a
 //!   PostgreSQL advisory lock, SQLite's write lock), so a schema is migrated exactly once.
@@ -125,6 +131,45 @@ pub struct Exporter {
     pub lost_flows: u64,
 }
 
+/// What [`Store::write_flows_report`] did besides storing the batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Written {
+    /// Flows of the batch that were late: `ts` at or before the store's max ts when the batch
+    /// committed, so a bot job may already have sent their window. They are also kept in the
+    /// late-flow log, from which [`Store::read_job_window`] folds them into each job's next
+    /// window.
+    pub late: u64,
+}
+
+/// A bot job's bookkeeping: the end of the last window it sent and the last late-flow batch it
+/// folded in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobMark {
+    /// The end (inclusive) of the last window sent, microseconds since the Unix epoch.
+    pub window_end: i64,
+    /// The last late-flow batch number folded in.
+    pub late_seq: i64,
+}
+
+/// What [`Store::read_job_window`] streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobWindow {
+    /// The window is `after < ts <= upto`: the previous window end (or `upto` minus the
+    /// period for a new job) ...
+    pub after: i64,
+    /// ... to the max ts.
+    pub upto: i64,
+    /// What to record with [`Store::set_job_mark`] once the values are sent.
+    pub mark: JobMark,
+    /// Flows of the window passed to the callback.
+    pub flows: u64,
+    /// Late flows passed to the callback: written after the job's previous run, with `ts` at
+    /// or before its previous window end.
+    pub late_flows: u64,
+}
+
 /// What [`Store::expire`] / [`Store::expire_before`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -154,7 +199,13 @@ pub trait Store: Send + std::fmt::Debug {
     /// Call with [`Flow::renormalized`] flows. On PostgreSQL, hourly partitions missing for
     /// the batch are created first. Large batches are much cheaper per flow than small ones
     /// (10k–100k flows per call; see `benches/README.md`).
-    fn write_flows(&mut self, flows: &[Flow]) -> Result<(), StoreError>;
+    fn write_flows(&mut self, flows: &[Flow]) -> Result<(), StoreError> {
+        self.write_flows_report(flows).map(|_| ())
+    }
+
+    /// [`Store::write_flows`], also saying how many of the flows were late (see [`Written`]).
+    /// Late flows are copied to the late-flow log in the same transaction.
+    fn write_flows_report(&mut self, flows: &[Flow]) -> Result<Written, StoreError>;
 
     /// The largest `ts` ever written, `None` before the first flow. Cheap (one row read), and
     /// not lowered by retention.
@@ -181,8 +232,36 @@ pub trait Store: Send + std::fmt::Debug {
     /// The window end last recorded for a bot job, `None` for a new job.
     fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError>;
 
-    /// Records a bot job's window end (replacing the previous one).
+    /// Records a bot job's window end (replacing the previous one). A new job starts with the
+    /// current late-flow batch number; a known one keeps its own.
     fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError>;
+
+    /// Streams, from one consistent snapshot, what a bot job's next run must aggregate, and
+    /// returns the window and the [`JobMark`] to record once its values are sent (`None`
+    /// before the first flow):
+    ///
+    /// * the flows of `exporters` with `after < ts <= upto`, where `upto` is the max ts and
+    ///   `after` the job's recorded window end (`upto - period_micros` for a new job);
+    /// * the late flows of `exporters` it has not folded in yet: written in a batch numbered
+    ///   after the job's recorded [`JobMark::late_seq`], with `ts <= after` (so outside this
+    ///   and every future window, and missing from the windows already sent).
+    ///
+    /// Each flow is passed once per job over all its runs, provided every run's mark is
+    /// recorded. `f` may stop the stream early with [`ControlFlow::Break`].
+    fn read_job_window(
+        &mut self,
+        job_id: &str,
+        exporters: &[IpAddr],
+        period_micros: i64,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<Option<JobWindow>, StoreError>;
+
+    /// Records a bot job's mark (replacing the previous one).
+    fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError>;
+
+    /// Forgets the late flows every recorded job has folded in; returns how many. (Retention
+    /// forgets the rest with the flows of their hour, e.g. those of a job no longer run.)
+    fn forget_consumed_late(&mut self) -> Result<u64, StoreError>;
 
     /// Creates the hourly partitions from the hour before `now_micros` to
     /// [`StoreConfig::partitions_ahead`] hours after it, so that writes in that span never
@@ -191,8 +270,8 @@ pub trait Store: Send + std::fmt::Debug {
     /// the writer. A no-op on SQLite.
     fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError>;
 
-    /// Forgets every flow with `ts` before the start of the hour `cutoff_micros` falls in.
-    /// PostgreSQL drops whole partitions; SQLite deletes rows.
+    /// Forgets every flow with `ts` before the start of the hour `cutoff_micros` falls in
+    /// (late-flow log included). PostgreSQL drops whole partitions; SQLite deletes rows.
     fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError>;
 
     /// Retention: [`Store::expire_before`] the hour [`StoreConfig::retention_days`] days

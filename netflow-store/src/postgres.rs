@@ -12,7 +12,9 @@ use postgres::{Client, NoTls, Statement, Transaction};
 
 use crate::partition::{self, HOUR_MICROS, MAX_TS_MICROS, MIN_TS_MICROS};
 use crate::schema::{self, FLOW_COLUMNS, MIGRATIONS, SCHEMA_VERSION};
-use crate::{Backend, Expired, Exporter, Flow, Store, StoreConfig, StoreError};
+use crate::{
+    Backend, Expired, Exporter, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError, Written,
+};
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
@@ -167,8 +169,24 @@ struct Sql {
     /// `(columns) FROM STDIN (FORMAT binary)`, after `COPY table`.
     copy_tail: String,
     bump_max_ts: String,
+    /// The max ts and late-batch number, row-locked until the batch commits.
+    lock_stats: String,
+    /// Raises max ts and records a late batch's number.
+    bump_late: String,
+    /// `COPY late_flows (seq, columns) FROM STDIN (FORMAT binary)`.
+    copy_late: String,
+    /// The late COPY types: `seq`, then [`FLOW_COLUMNS`].
+    late_types: Vec<Type>,
+    /// The max ts and late-batch number, unlocked.
+    stats: String,
     /// `SELECT columns FROM flows WHERE `, completed with literal conditions (COPY).
     window: String,
+    /// `SELECT columns FROM late_flows WHERE `, completed likewise.
+    late_window: String,
+    job_mark_get: String,
+    job_mark_set: String,
+    forget_late: String,
+    expire_late: String,
     max_ts: String,
     upsert_exporter: String,
     exporters: String,
@@ -199,7 +217,33 @@ impl Sql {
             bump_max_ts: format!(
                 "UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"
             ),
+            lock_stats: format!(
+                "SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1 FOR UPDATE"
+            ),
+            bump_late: format!(
+                "UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1), late_seq = $2 WHERE id = 1"
+            ),
+            copy_late: format!("COPY {p}late_flows (seq, {cols}) FROM STDIN (FORMAT binary)"),
+            late_types: std::iter::once(Type::INT8)
+                .chain(FLOW_COLUMNS.map(|c| c.pg_type))
+                .collect(),
+            stats: format!("SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1"),
             window: format!("SELECT {cols} FROM {p}flows WHERE "),
+            late_window: format!("SELECT {cols} FROM {p}late_flows WHERE "),
+            job_mark_get: format!(
+                "SELECT last_window_end, late_seq FROM {p}bot_jobs WHERE job_id = $1"
+            ),
+            job_mark_set: format!(
+                "INSERT INTO {p}bot_jobs (job_id, last_window_end, late_seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job_id) DO UPDATE SET last_window_end = EXCLUDED.last_window_end, \
+                 late_seq = EXCLUDED.late_seq"
+            ),
+            // Without any recorded job nothing is known to be consumed: keep all (retention
+            // bounds the log).
+            forget_late: format!(
+                "DELETE FROM {p}late_flows WHERE seq <= (SELECT min(late_seq) FROM {p}bot_jobs)"
+            ),
+            expire_late: format!("DELETE FROM {p}late_flows WHERE ts < $1"),
             max_ts: format!("SELECT max_ts FROM {p}flow_stats WHERE id = 1"),
             upsert_exporter: format!(
                 "INSERT INTO {p}exporters (addr, first_seen, last_seen, packets, flows, lost_packets, lost_flows) \
@@ -216,7 +260,8 @@ impl Sql {
             ),
             job_get: format!("SELECT last_window_end FROM {p}bot_jobs WHERE job_id = $1"),
             job_set: format!(
-                "INSERT INTO {p}bot_jobs (job_id, last_window_end) VALUES ($1, $2) \
+                "INSERT INTO {p}bot_jobs (job_id, last_window_end, late_seq) VALUES ($1, $2, \
+                 (SELECT late_seq FROM {p}flow_stats WHERE id = 1)) \
                  ON CONFLICT (job_id) DO UPDATE SET last_window_end = EXCLUDED.last_window_end"
             ),
             partitions: format!(
@@ -475,12 +520,19 @@ impl PgStore {
     /// One transaction: the COPY, then the max-ts bump. A batch within one hour is copied
     /// straight into its partition: routing rows through the parent costs the server about
     /// 1.5 ms per COPY statement, which dominates small batches (see benches/README.md).
+    ///
+    /// After the COPY the batch locks the one-row `flow_stats` until it commits and reads the
+    /// max ts committed before it: its flows at or before that are late (a bot may have read a
+    /// window ending there already) and are also copied to `late_flows` under the next batch
+    /// number. The lock orders late numbers as commits; a bot's snapshot that sees max ts `M`
+    /// and number `S` then sees every batch that committed with flows at or before `M`,
+    /// except those numbered after `S`. Returns the late flow count.
     fn copy_batch(
         &mut self,
         flows: &[Flow],
         max_ts: i64,
         hour: Option<i64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let sql = &self.sql;
         let copy = match hour {
             Some(h) => format!("COPY {} {}", sql.partition_name(h), sql.copy_tail),
@@ -493,6 +545,7 @@ impl PgStore {
         let r = self.conn.run(|client, statements| {
             let copy = prepared(client, statements, &copy)?;
             let bump = prepared(client, statements, &sql.bump_max_ts)?;
+            let lock = prepared(client, statements, &sql.lock_stats)?;
             let mark = prepared(client, statements, &sql.mark_batch)?;
             let mut tx = client.transaction()?;
             let mut copy_writer = BinaryCopyInWriter::new(tx.copy_in(&copy)?, &sql.types);
@@ -500,11 +553,33 @@ impl PgStore {
                 copy_writer.write(&PgRow::new(f)?.values())?;
             }
             copy_writer.finish()?;
-            tx.execute(&bump, &[&max_ts])?;
+            let stats = tx.query_one(&lock, &[])?;
+            let late: Vec<&Flow> = match stats.try_get::<_, Option<SystemTime>>(0)? {
+                Some(t) => {
+                    let before = time_to_micros(t)?;
+                    flows.iter().filter(|f| f.ts_micros <= before).collect()
+                }
+                None => Vec::new(),
+            };
+            if late.is_empty() {
+                tx.execute(&bump, &[&max_ts])?;
+            } else {
+                let seq = stats.try_get::<_, i64>(1)?.saturating_add(1);
+                let mut w = BinaryCopyInWriter::new(tx.copy_in(&sql.copy_late)?, &sql.late_types);
+                for f in &late {
+                    let row = PgRow::new(f)?;
+                    let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(14);
+                    values.push(&seq);
+                    values.extend(row.values());
+                    w.write(&values)?;
+                }
+                w.finish()?;
+                tx.execute(&sql.bump_late, &[&max_ts, &seq])?;
+            }
             tx.execute(&mark, &[&writer, &batch])?;
             committing = true;
             tx.commit()?;
-            Ok(())
+            Ok(late.len() as u64)
         });
         if committing && matches!(r, Err(StoreError::ConnectionLost(_))) {
             self.in_doubt = Some(InDoubt {
@@ -568,12 +643,14 @@ fn migrate_locked(client: &mut Client, sql: &Sql, target: u32) -> Result<u32, St
 }
 
 impl Store for PgStore {
-    fn write_flows(&mut self, flows: &[Flow]) -> Result<(), StoreError> {
+    fn write_flows_report(&mut self, flows: &[Flow]) -> Result<Written, StoreError> {
         let Some((lo, hi)) = crate::ts_span(flows)? else {
-            return Ok(());
+            return Ok(Written::default());
         };
         if self.resolve_doubt(flows)? {
-            return Ok(()); // the retry of a batch whose COMMIT landed although its reply was lost
+            // the retry of a batch whose COMMIT landed although its reply was lost (its late
+            // count went with the lost reply)
+            return Ok(Written::default());
         }
         let (first, last) = (partition::hour_of(lo), partition::hour_of(hi));
         let hours: BTreeSet<i64> = if last - first <= 48 {
@@ -590,7 +667,7 @@ impl Store for PgStore {
             self.create_partitions(hours.iter().copied())?;
         }
         let single = (first == last).then_some(first);
-        match self.copy_batch(flows, hi, single) {
+        let late = match self.copy_batch(flows, hi, single) {
             // Retention in another process may have dropped a cached partition: the COPY then
             // fails (no such relation, no partition for a row, or, for a prepared COPY, a
             // protocol error without SQLSTATE). Start from a fresh connection, look again, and
@@ -605,7 +682,8 @@ impl Store for PgStore {
                 self.copy_batch(flows, hi, single)
             }
             r => r,
-        }
+        }?;
+        Ok(Written { late })
     }
 
     fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
@@ -731,6 +809,94 @@ impl Store for PgStore {
         })
     }
 
+    fn read_job_window(
+        &mut self,
+        job_id: &str,
+        exporters: &[IpAddr],
+        period_micros: i64,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<Option<JobWindow>, StoreError> {
+        let sql = &self.sql;
+        let exporters_sql = inet_array_literal(exporters);
+        self.conn.run(|client, _| {
+            // One snapshot for the marks and both streams (see `copy_batch`).
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let stats = tx.query_one(&sql.stats, &[])?;
+            let Some(max) = stats.try_get::<_, Option<SystemTime>>(0)? else {
+                tx.commit()?;
+                return Ok(None);
+            };
+            let upto = time_to_micros(max)?;
+            let seq: i64 = stats.try_get(1)?;
+            let (after, prev_seq) = match tx.query_opt(&sql.job_mark_get, &[&job_id])? {
+                Some(r) => (time_to_micros(r.try_get(0)?)?, r.try_get::<_, i64>(1)?),
+                None => (upto.saturating_sub(period_micros), seq),
+            };
+            tx.batch_execute("SET LOCAL enable_seqscan = off")?; // see for_each_flow
+            let stopped = std::cell::Cell::new(false);
+            let mut g = |fl: &Flow| {
+                let r = f(fl);
+                stopped.set(stopped.get() || r.is_break());
+                r
+            };
+            let (lo, hi) = (
+                after.clamp(MIN_TS_MICROS - 1, MAX_TS_MICROS),
+                upto.clamp(MIN_TS_MICROS - 1, MAX_TS_MICROS),
+            );
+            let mut flows = 0;
+            if !exporters.is_empty() && hi > lo {
+                let select = format!(
+                    "{}exporter = ANY({exporters_sql}) AND {}",
+                    sql.window,
+                    ts_range_literal(lo, hi)
+                );
+                flows = copy_out_flows(&mut tx, &sql.types, &select, &mut g)?;
+            }
+            let mut late_flows = 0;
+            if !exporters.is_empty() && seq > prev_seq && !stopped.get() && lo >= MIN_TS_MICROS {
+                let select = format!(
+                    "{}seq > {prev_seq} AND seq <= {seq} AND exporter = ANY({exporters_sql}) \
+                     AND ts <= '{}'",
+                    sql.late_window,
+                    partition::ts_literal(lo)
+                );
+                late_flows = copy_out_flows(&mut tx, &sql.types, &select, &mut g)?;
+            }
+            tx.commit()?;
+            let upto = upto.max(after);
+            Ok(Some(JobWindow {
+                after,
+                upto,
+                mark: JobMark {
+                    window_end: upto,
+                    late_seq: seq.max(prev_seq),
+                },
+                flows,
+                late_flows,
+            }))
+        })
+    }
+
+    fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError> {
+        partition::check_ts(mark.window_end)?;
+        let end = micros_to_time(mark.window_end)?;
+        let sql = &self.sql;
+        self.conn.run(|client, _| {
+            client.execute(&sql.job_mark_set, &[&job_id, &end, &mark.late_seq])?;
+            Ok(())
+        })
+    }
+
+    fn forget_consumed_late(&mut self) -> Result<u64, StoreError> {
+        let sql = &self.sql;
+        self.conn
+            .run(|client, _| Ok(client.execute(&sql.forget_late, &[])?))
+    }
+
     fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError> {
         partition::check_ts(now_micros)?;
         let now = partition::hour_of(now_micros);
@@ -776,6 +942,7 @@ impl Store for PgStore {
         let cutoff = micros_to_time(cutoff_hour.saturating_mul(HOUR_MICROS).max(MIN_TS_MICROS))?;
         self.conn.run(|client, _| {
             client.execute(&sql.forget_writers, &[&cutoff])?;
+            client.execute(&sql.expire_late, &[&cutoff])?;
             Ok(())
         })?;
         Ok(Expired {

@@ -91,7 +91,7 @@ pub(crate) struct Migration {
 }
 
 /// All migrations, oldest first; `MIGRATIONS[i].version == i + 1`.
-pub(crate) const MIGRATIONS: [Migration; 4] = [
+pub(crate) const MIGRATIONS: [Migration; 5] = [
     Migration {
         version: 1,
         description: "flows partitioned by hour; bot job bookkeeping",
@@ -198,6 +198,54 @@ pub(crate) const MIGRATIONS: [Migration; 4] = [
                 updated_at timestamptz NOT NULL DEFAULT now()
             );",
         sqlite: "",
+    },
+    Migration {
+        version: 5,
+        // Late flows: a batch's flows with ts at or before the max ts when it commits may lie
+        // in windows a bot job has already sent. They are also copied to late_flows under a
+        // batch number (flow_stats.late_seq, taken under flow_stats' row lock, so numbers
+        // become visible in commit order); each job records the last number it folded in.
+        description: "late flows: late_flows log, flow_stats.late_seq, bot_jobs.late_seq",
+        postgres: "
+            ALTER TABLE {p}flow_stats ADD COLUMN late_seq bigint NOT NULL DEFAULT 0;
+            ALTER TABLE {p}bot_jobs ADD COLUMN late_seq bigint NOT NULL DEFAULT 0;
+            CREATE TABLE {p}late_flows (
+                seq       bigint      NOT NULL,
+                ts        timestamptz NOT NULL,
+                exporter  inet        NOT NULL,
+                input_if  bigint      NOT NULL,
+                output_if bigint      NOT NULL,
+                direction smallint    NOT NULL,
+                protocol  smallint    NOT NULL,
+                src_addr  inet        NOT NULL,
+                dst_addr  inet        NOT NULL,
+                src_port  integer     NOT NULL,
+                dst_port  integer     NOT NULL,
+                bytes     bigint      NOT NULL,
+                packets   bigint      NOT NULL,
+                tcp_flags smallint    NOT NULL
+            );
+            CREATE INDEX {p}late_flows_seq ON {p}late_flows (seq);",
+        sqlite: "
+            ALTER TABLE {p}flow_stats ADD COLUMN late_seq INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE {p}bot_jobs ADD COLUMN late_seq INTEGER NOT NULL DEFAULT 0;
+            CREATE TABLE {p}late_flows (
+                seq       INTEGER NOT NULL,
+                ts        INTEGER NOT NULL,
+                exporter  BLOB    NOT NULL,
+                input_if  INTEGER NOT NULL,
+                output_if INTEGER NOT NULL,
+                direction INTEGER NOT NULL,
+                protocol  INTEGER NOT NULL,
+                src_addr  BLOB    NOT NULL,
+                dst_addr  BLOB    NOT NULL,
+                src_port  INTEGER NOT NULL,
+                dst_port  INTEGER NOT NULL,
+                bytes     INTEGER NOT NULL,
+                packets   INTEGER NOT NULL,
+                tcp_flags INTEGER NOT NULL
+            );
+            CREATE INDEX {p}late_flows_seq ON {p}late_flows (seq);",
     },
 ];
 

@@ -8,7 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::partition::{self, HOUR_MICROS};
 use crate::schema::{self, MIGRATIONS, SCHEMA_VERSION};
-use crate::{Backend, Expired, Exporter, Flow, Store, StoreConfig, StoreError};
+use crate::{
+    Backend, Expired, Exporter, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError, Written,
+};
 
 /// How long a writer waits for another connection's write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,6 +94,78 @@ fn flow_from_row(row: &Row<'_>) -> Result<Flow, StoreError> {
 /// without calling the busy handler, when another connection is opening the same file at
 /// that instant; so the switch is retried here, with a short backoff, for up to
 /// [`BUSY_TIMEOUT`] like every other statement.
+/// Inserts `flows` with the prepared `sql` (the flow columns as ?1..?13, then `seq` as ?14
+/// when given).
+fn insert_flows<'a>(
+    conn: &Connection,
+    sql: &str,
+    flows: impl Iterator<Item = &'a Flow>,
+    seq: Option<i64>,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    for f in flows {
+        let (exp, exp_len) = addr_bytes(&f.exporter);
+        let (src, src_len) = addr_bytes(&f.src_addr);
+        let (dst, dst_len) = addr_bytes(&f.dst_addr);
+        let cols = params![
+            f.ts_micros,
+            &exp[..exp_len],
+            f.input_if,
+            f.output_if,
+            f.direction,
+            f.protocol,
+            &src[..src_len],
+            &dst[..dst_len],
+            f.src_port,
+            f.dst_port,
+            crate::counter_to_db(f.bytes),
+            crate::counter_to_db(f.packets),
+            f.tcp_flags,
+        ];
+        match seq {
+            None => stmt.execute(cols)?,
+            Some(s) => {
+                let mut all = cols.to_vec();
+                all.push(&s);
+                stmt.execute(all.as_slice())?
+            }
+        };
+    }
+    Ok(())
+}
+
+/// Streams the rows of `sql` (the flow columns, with `leading` bound to its first `?`s) whose
+/// exporter is one of `exporters` to `f`. Returns how many were passed and whether `f` stopped.
+fn stream_flows(
+    conn: &Connection,
+    sql: &str,
+    leading: &[i64],
+    exporters: &[IpAddr],
+    f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+) -> Result<(u64, bool), StoreError> {
+    let mut n = 0;
+    // SQLite caps bound parameters (32766 by default): chunk very long exporter lists
+    for chunk in exporters.chunks(1000) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare_cached(&format!("{sql} AND exporter IN ({marks})"))?;
+        for (i, v) in leading.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, *v)?;
+        }
+        for (i, e) in chunk.iter().enumerate() {
+            let (b, len) = addr_bytes(e);
+            stmt.raw_bind_parameter(i + 1 + leading.len(), &b[..len])?;
+        }
+        let mut rows = stmt.raw_query();
+        while let Some(row) = rows.next()? {
+            n += 1;
+            if f(&flow_from_row(row)?).is_break() {
+                return Ok((n, true));
+            }
+        }
+    }
+    Ok((n, false))
+}
+
 fn switch_to_wal(conn: &Connection) -> Result<String, StoreError> {
     let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     let mut pause = Duration::from_millis(1);
@@ -184,46 +258,60 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn write_flows(&mut self, flows: &[Flow]) -> Result<(), StoreError> {
+    fn write_flows_report(&mut self, flows: &[Flow]) -> Result<Written, StoreError> {
         let Some((_, hi)) = crate::ts_span(flows)? else {
-            return Ok(());
+            return Ok(Written::default());
         };
         let p = &self.prefix;
+        // The write lock is taken first (IMMEDIATE), so the max ts read here is the one every
+        // reader saw before this batch: flows at or before it are late (see the PostgreSQL
+        // backend's copy_batch).
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let late;
         {
-            let mut stmt = tx.prepare_cached(&format!(
-                "INSERT INTO {p}flows ({}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                schema::flow_column_list()
-            ))?;
-            for f in flows {
-                let (exp, exp_len) = addr_bytes(&f.exporter);
-                let (src, src_len) = addr_bytes(&f.src_addr);
-                let (dst, dst_len) = addr_bytes(&f.dst_addr);
-                stmt.execute(params![
-                    f.ts_micros,
-                    &exp[..exp_len],
-                    f.input_if,
-                    f.output_if,
-                    f.direction,
-                    f.protocol,
-                    &src[..src_len],
-                    &dst[..dst_len],
-                    f.src_port,
-                    f.dst_port,
-                    crate::counter_to_db(f.bytes),
-                    crate::counter_to_db(f.packets),
-                    f.tcp_flags,
-                ])?;
+            let (before, seq): (Option<i64>, i64) = tx
+                .prepare_cached(&format!(
+                    "SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1"
+                ))?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let cols = schema::flow_column_list();
+            insert_flows(
+                &tx,
+                &format!(
+                    "INSERT INTO {p}flows ({cols}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ),
+                flows.iter(),
+                None,
+            )?;
+            let late_flows = flows
+                .iter()
+                .filter(|f| before.is_some_and(|b| f.ts_micros <= b));
+            late = late_flows.clone().count() as u64;
+            if late > 0 {
+                let seq = seq.saturating_add(1);
+                insert_flows(
+                    &tx,
+                    &format!(
+                        "INSERT INTO {p}late_flows ({cols}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    ),
+                    late_flows,
+                    Some(seq),
+                )?;
+                tx.prepare_cached(&format!(
+                    "UPDATE {p}flow_stats SET max_ts = max(coalesce(max_ts, ?1), ?1), late_seq = ?2 WHERE id = 1"
+                ))?
+                .execute([hi, seq])?;
+            } else {
+                tx.prepare_cached(&format!(
+                    "UPDATE {p}flow_stats SET max_ts = max(coalesce(max_ts, ?1), ?1) WHERE id = 1"
+                ))?
+                .execute([hi])?;
             }
-            tx.prepare_cached(&format!(
-                "UPDATE {p}flow_stats SET max_ts = max(coalesce(max_ts, ?1), ?1) WHERE id = 1"
-            ))?
-            .execute([hi])?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(Written { late })
     }
 
     fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
@@ -246,33 +334,15 @@ impl Store for SqliteStore {
         upto_micros: i64,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<u64, StoreError> {
-        if exporters.is_empty() || after_micros >= upto_micros {
+        if after_micros >= upto_micros {
             return Ok(0);
         }
-        let mut n = 0;
-        // SQLite caps bound parameters (32766 by default): chunk very long exporter lists
-        for chunk in exporters.chunks(1000) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let mut stmt = self.conn.prepare_cached(&format!(
-                "SELECT {} FROM {}flows WHERE ts > ? AND ts <= ? AND exporter IN ({marks})",
-                schema::flow_column_list(),
-                self.prefix
-            ))?;
-            stmt.raw_bind_parameter(1, after_micros)?;
-            stmt.raw_bind_parameter(2, upto_micros)?;
-            for (i, e) in chunk.iter().enumerate() {
-                let (b, len) = addr_bytes(e);
-                stmt.raw_bind_parameter(i + 3, &b[..len])?;
-            }
-            let mut rows = stmt.raw_query();
-            while let Some(row) = rows.next()? {
-                n += 1;
-                if f(&flow_from_row(row)?).is_break() {
-                    return Ok(n);
-                }
-            }
-        }
-        Ok(n)
+        let sql = format!(
+            "SELECT {} FROM {}flows WHERE ts > ? AND ts <= ?",
+            schema::flow_column_list(),
+            self.prefix
+        );
+        Ok(stream_flows(&self.conn, &sql, &[after_micros, upto_micros], exporters, f)?.0)
     }
 
     fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError> {
@@ -353,12 +423,98 @@ impl Store for SqliteStore {
         let p = &self.prefix;
         self.conn.execute(
             &format!(
-                "INSERT INTO {p}bot_jobs (job_id, last_window_end) VALUES (?1, ?2) \
+                "INSERT INTO {p}bot_jobs (job_id, last_window_end, late_seq) VALUES (?1, ?2, \
+                 (SELECT late_seq FROM {p}flow_stats WHERE id = 1)) \
                  ON CONFLICT (job_id) DO UPDATE SET last_window_end = excluded.last_window_end"
             ),
             params![job_id, end_micros],
         )?;
         Ok(())
+    }
+
+    fn read_job_window(
+        &mut self,
+        job_id: &str,
+        exporters: &[IpAddr],
+        period_micros: i64,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<Option<JobWindow>, StoreError> {
+        let p = &self.prefix;
+        // A deferred transaction reads one snapshot (WAL) from its first SELECT to its end.
+        let tx = self.conn.transaction()?;
+        let (max, seq): (Option<i64>, i64) = tx
+            .prepare_cached(&format!(
+                "SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1"
+            ))?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let Some(upto) = max else {
+            return Ok(None);
+        };
+        let (after, prev_seq) = tx
+            .prepare_cached(&format!(
+                "SELECT last_window_end, late_seq FROM {p}bot_jobs WHERE job_id = ?1"
+            ))?
+            .query_row([job_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .optional()?
+            .unwrap_or((upto.saturating_sub(period_micros), seq));
+        let cols = schema::flow_column_list();
+        let (mut flows, mut late_flows, mut stopped) = (0, 0, false);
+        if upto > after {
+            (flows, stopped) = stream_flows(
+                &tx,
+                &format!("SELECT {cols} FROM {p}flows WHERE ts > ? AND ts <= ?"),
+                &[after, upto],
+                exporters,
+                f,
+            )?;
+        }
+        if seq > prev_seq && !stopped {
+            late_flows = stream_flows(
+                &tx,
+                &format!("SELECT {cols} FROM {p}late_flows WHERE seq > ? AND seq <= ? AND ts <= ?"),
+                &[prev_seq, seq, after],
+                exporters,
+                f,
+            )?
+            .0;
+        }
+        tx.commit()?;
+        let upto = upto.max(after);
+        Ok(Some(JobWindow {
+            after,
+            upto,
+            mark: JobMark {
+                window_end: upto,
+                late_seq: seq.max(prev_seq),
+            },
+            flows,
+            late_flows,
+        }))
+    }
+
+    fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError> {
+        partition::check_ts(mark.window_end)?;
+        let p = &self.prefix;
+        self.conn.execute(
+            &format!(
+                "INSERT INTO {p}bot_jobs (job_id, last_window_end, late_seq) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (job_id) DO UPDATE SET last_window_end = excluded.last_window_end, \
+                 late_seq = excluded.late_seq"
+            ),
+            params![job_id, mark.window_end, mark.late_seq],
+        )?;
+        Ok(())
+    }
+
+    fn forget_consumed_late(&mut self) -> Result<u64, StoreError> {
+        let p = &self.prefix;
+        let n = self.conn.execute(
+            &format!(
+                "DELETE FROM {p}late_flows WHERE seq <= (SELECT min(late_seq) FROM {p}bot_jobs)"
+            ),
+            [],
+        )?;
+        Ok(n as u64)
     }
 
     fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError> {
@@ -369,6 +525,10 @@ impl Store for SqliteStore {
         let cutoff = partition::hour_of(cutoff_micros).saturating_mul(HOUR_MICROS);
         let deleted = self.conn.execute(
             &format!("DELETE FROM {}flows WHERE ts < ?1", self.prefix),
+            [cutoff],
+        )?;
+        self.conn.execute(
+            &format!("DELETE FROM {}late_flows WHERE ts < ?1", self.prefix),
             [cutoff],
         )?;
         Ok(Expired {

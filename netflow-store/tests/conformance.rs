@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
 
 use common::{HOUR, T0, as_stored, flow, ip, read, read_all, sorted};
-use netflow_store::{Exporter, Flow, SCHEMA_VERSION, Store, StoreError};
+use netflow_store::{Exporter, Flow, JobWindow, SCHEMA_VERSION, Store, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -45,6 +45,7 @@ conformance!(
     exporters_upsert_adds_and_saturates,
     job_window_ends,
     out_of_range_timestamp_rejects_whole_batch,
+    late_flows_reach_each_job_once,
 );
 
 fn empty_store(s: &mut dyn Store) {
@@ -400,4 +401,112 @@ fn out_of_range_timestamp_rejects_whole_batch(s: &mut dyn Store) {
     assert_eq!(s.max_ts().unwrap(), None);
     let exporters: BTreeSet<_> = s.exporters().unwrap().into_iter().map(|e| e.addr).collect();
     assert!(exporters.is_empty());
+}
+
+/// One job run: the window's and the late flows, sorted, and the window; the mark recorded.
+fn job_run(s: &mut dyn Store, job: &str, period: i64) -> (Vec<Flow>, Option<JobWindow>) {
+    let mut out = Vec::new();
+    let w = s
+        .read_job_window(job, &[ip("192.0.2.1")], period, &mut |f| {
+            out.push(*f);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    if let Some(w) = w {
+        assert_eq!((w.flows + w.late_flows) as usize, out.len());
+        s.set_job_mark(job, w.mark).unwrap();
+    }
+    (sorted(out), w)
+}
+
+fn with_bytes(ts: i64, exporter: &str, bytes: u64) -> Flow {
+    Flow {
+        bytes,
+        ..flow(ts, exporter)
+    }
+}
+
+fn late_flows_reach_each_job_once(s: &mut dyn Store) {
+    let min = 60_000_000;
+    assert_eq!(job_run(s, "a/1min", min), (vec![], None));
+    // on time: ts order, one batch after the other
+    let first = [
+        with_bytes(T0, "192.0.2.1", 1),
+        with_bytes(T0 + 10, "192.0.2.1", 2),
+    ];
+    assert_eq!(s.write_flows_report(&first).unwrap().late, 0);
+    // job a reads (T0 + 10 - 1 min, T0 + 10]; job b is not run yet
+    let (got, w) = job_run(s, "a/1min", min);
+    assert_eq!(got, sorted(first.to_vec()));
+    let w = w.unwrap();
+    assert_eq!(
+        (w.after, w.upto, w.flows, w.late_flows),
+        (T0 + 10 - min, T0 + 10, 2, 0)
+    );
+
+    // A batch with on-time flows, late ones (at or before max ts T0 + 10: T0 + 10 itself, T0 +
+    // 5, and one before job a's window) and another exporter's late flow.
+    let late = [
+        with_bytes(T0 + 10, "192.0.2.1", 4),
+        with_bytes(T0 + 5, "192.0.2.1", 8),
+        with_bytes(T0 - 2 * min, "192.0.2.1", 16),
+        with_bytes(T0 + 5, "192.0.2.2", 32),
+    ];
+    let on_time = with_bytes(T0 + 20, "192.0.2.1", 64);
+    let mut batch = late.to_vec();
+    batch.push(on_time);
+    assert_eq!(s.write_flows_report(&batch).unwrap().late, 4);
+    // A later batch entirely late, with a flow in job a's next window (T0 + 15).
+    let late2 = [
+        with_bytes(T0 + 15, "192.0.2.1", 128),
+        with_bytes(T0 + 1, "192.0.2.1", 256),
+    ];
+    assert_eq!(s.write_flows_report(&late2).unwrap().late, 2);
+    assert_eq!(s.max_ts().unwrap(), Some(T0 + 20));
+
+    // Job a: its window (T0 + 10, T0 + 20] from the flows table, plus the late flows of its
+    // exporter at or before T0 + 10 that it has not seen (all three of the first late batch
+    // and T0 + 1 of the second); T0 + 15 only once, through the window.
+    let (got, w) = job_run(s, "a/1min", min);
+    let w = w.unwrap();
+    assert_eq!(
+        (w.after, w.upto, w.flows, w.late_flows),
+        (T0 + 10, T0 + 20, 2, 4)
+    );
+    let want = sorted(vec![on_time, late2[0], late[0], late[1], late[2], late2[1]]);
+    assert_eq!(got, want);
+    // nothing twice: the next run sees nothing
+    let (got, w) = job_run(s, "a/1min", min);
+    assert_eq!((got, w.unwrap().late_flows), (vec![], 0));
+
+    // Job b starts now: its first window is the last period, no late flows (they are in it).
+    let (got, w) = job_run(s, "b/1min", min);
+    assert_eq!(w.unwrap().late_flows, 0);
+    assert_eq!(got.len(), 7, "{got:?}"); // all of 192.0.2.1 within (T0 + 20 - 1 min, T0 + 20]
+
+    // A job recorded through set_job_window_end starts at the current late number.
+    s.set_job_window_end("c/1min", T0 + 20).unwrap();
+    let late3 = [with_bytes(T0 + 3, "192.0.2.1", 512)];
+    assert_eq!(s.write_flows_report(&late3).unwrap().late, 1);
+    let (got, _) = job_run(s, "c/1min", min);
+    assert_eq!(got, late3.to_vec());
+
+    // Consumed late flows are forgotten once every recorded job has folded them in: a, b
+    // and c have all seen the first two late batches; a and b not the third yet.
+    assert_eq!(s.forget_consumed_late().unwrap(), 6);
+    let (got, _) = job_run(s, "a/1min", min);
+    assert_eq!(got, late3.to_vec());
+    let (got, _) = job_run(s, "b/1min", min);
+    assert_eq!(got, late3.to_vec());
+    assert_eq!(s.forget_consumed_late().unwrap(), 1);
+    assert_eq!(s.forget_consumed_late().unwrap(), 0);
+
+    // Retention forgets late flows with their hour.
+    let old = [with_bytes(T0 - 10 * HOUR, "192.0.2.1", 1)];
+    assert_eq!(s.write_flows_report(&old).unwrap().late, 1);
+    s.expire_before(T0 - HOUR).unwrap();
+    for job in ["a/1min", "b/1min", "c/1min"] {
+        let (got, w) = job_run(s, job, min);
+        assert_eq!((got, w.unwrap().late_flows), (vec![], 0), "{job}");
+    }
 }

@@ -46,6 +46,7 @@ counters! {
     sets_lost: "data sets lost (template never came or pending buffer full)",
     sequence_lost: "units (v5 flows, v9 packets) missing in exporters' sequence numbers",
     flows_stored: "flows written to the store",
+    flows_late: "flows stored out of order (ts at or before the newest stored ts): the bot folds those its jobs already missed into their next windows",
     flows_buffered: "flows waiting in memory for the store",
     flows_spooled: "flows written to the on-disk spool",
     flows_dropped: "flows dropped by the writer (spool full or store refused them)",
@@ -53,6 +54,7 @@ counters! {
     values_sent: "values posted to Grafolean",
     post_errors: "failed values POSTs (after retries)",
     jobs_run: "aggregation jobs run",
+    late_flows_aggregated: "late flows folded into a job's next window (once per job)",
 }
 
 /// Per exporter counters (the writer's view).

@@ -370,9 +370,10 @@ impl Writer {
     }
 
     fn write(&mut self, flows: &[Flow]) -> Write {
-        match self.store.write_flows(flows) {
-            Ok(()) => {
+        match self.store.write_flows_report(flows) {
+            Ok(written) => {
                 stats::add(&self.counters.flows_stored, flows.len() as u64);
+                stats::add(&self.counters.flows_late, written.late);
                 let mut per: HashMap<IpAddr, u64> = HashMap::new();
                 for f in flows {
                     *per.entry(f.exporter).or_default() += 1;
@@ -380,7 +381,7 @@ impl Writer {
                 for (a, n) in per {
                     self.counters.exporter(a, |s| s.stored += n);
                 }
-                debug!(flows = flows.len(), "batch stored");
+                debug!(flows = flows.len(), late = written.late, "batch stored");
                 Write::Ok
             }
             Err(e) if e.is_retryable() => {

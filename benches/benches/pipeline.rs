@@ -7,7 +7,7 @@
 //! cargo bench -p netflow-benches --bench pipeline
 //! NETFLOW_BENCH_RATES=50000,100000,200000,300000,500000   flows/s, one run each
 //! NETFLOW_BENCH_SECS=30                                    seconds of traffic per rate
-//! NETFLOW_BENCH_PART=all                                   all | pipeline | bot
+//! NETFLOW_BENCH_PART=all                                   all | pipeline | bot | aggregate
 //! NETFLOW_BENCH_BOT_FLOWS=6000000                          flows in the bot's 1-minute window
 //! NETFLOW_BENCH_BIN_DIR=target/release                     where the apps binaries are
 //! ```
@@ -71,6 +71,9 @@ fn main() {
     }
     if part == "all" || part == "bot" {
         bot_window(env_or("NETFLOW_BENCH_BOT_FLOWS", 6_000_000));
+    }
+    if part == "aggregate" {
+        aggregate_only(env_or("NETFLOW_BENCH_BOT_FLOWS", 6_000_000));
     }
 }
 
@@ -530,6 +533,33 @@ fn window_flows(n: usize, end: i64, chunk: std::ops::Range<usize>) -> Vec<Flow> 
         .collect()
 }
 
+/// The bot's aggregation alone (no database, one thread): the window's flows from memory into
+/// a `Window`, then its values for 10 entities; best of 3.
+fn aggregate_only(n: usize) {
+    let end: i64 = 1_700_000_000_000_000;
+    let flows = window_flows(n, end, 0..n);
+    let entities: Vec<(i64, IpAddr)> = (1..=10u8)
+        .map(|i| (i64::from(i), IpAddr::V4(Ipv4Addr::new(192, 0, 2, i))))
+        .collect();
+    println!("| flows | Window::add s | values s | values |");
+    println!("|---:|---:|---:|---:|");
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut w = bot::Window::new();
+        for f in &flows {
+            w.add(f);
+        }
+        let added = t.elapsed();
+        let t = Instant::now();
+        let values = w.values("1min", &entities).expect("values").len();
+        println!(
+            "| {n} | {:.2} | {:.3} | {values} |",
+            added.as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+}
+
 fn bot_window(n: usize) {
     let db = Db::new("bot");
     let cfg = StoreConfig::from_db_vars("127.0.0.1", &db.name, "postgres", None).expect("config");
@@ -561,12 +591,27 @@ fn bot_window(n: usize) {
     let acc = jobs.accounts.first().expect("account").clone();
 
     // Reading and aggregating alone (a job id of its own, so the real job still starts fresh).
-    let t = Instant::now();
-    let (w, _) = bot::aggregate_window(store.as_mut(), "bench-read", Interval::M1, &exporters)
-        .expect("aggregate")
-        .expect("data");
-    let read = t.elapsed();
-    let flows = w.flows();
+    // CPU seconds of this process and of the database's server processes, so that a reading
+    // can be judged apart from what else the shared machine runs.
+    let cpu = || {
+        let own = usage(std::process::id()).cpu;
+        let pg: f64 = db.backends().into_iter().map(|p| usage(p).cpu).sum();
+        (own, pg)
+    };
+    let mut reads = Vec::new();
+    let mut flows = 0;
+    for job in ["bench-read", "bench-read-2"] {
+        let (c0, p0) = cpu();
+        let t = Instant::now();
+        let (w, _) = bot::aggregate_window(store.as_mut(), job, Interval::M1, &exporters)
+            .expect("aggregate")
+            .expect("data");
+        flows = w.flows();
+        drop(w);
+        let wall = t.elapsed();
+        let (c1, p1) = cpu();
+        reads.push((wall, c1 - c0, p1 - p0));
+    }
 
     let store2 = netflow_store::open(&cfg).expect("store");
     let mut bot = Bot::new(
@@ -583,25 +628,31 @@ fn bot_window(n: usize) {
     );
     println!();
     println!(
-        "| job | flows in window | values sent | read + aggregate s | job total s (aggregate, values, POST, window end) |"
+        "| job | flows in window | values sent | read + aggregate s | job total s (aggregate, values, POST, window end) | CPU s bot / PG |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| read + aggregate only | {flows} | | {:.2} | |",
-        read.as_secs_f64()
-    );
+    println!("|---|---:|---:|---:|---:|---|");
+    for (wall, own, pg) in reads {
+        println!(
+            "| read + aggregate only | {flows} | | {:.2} | | {own:.2} / {pg:.2} |",
+            wall.as_secs_f64()
+        );
+    }
     for i in Interval::ALL {
+        let (c0, p0) = cpu();
         let t = Instant::now();
         let out = bot.run_job(&acc, i).expect("job");
         let total = t.elapsed();
+        let (c1, p1) = cpu();
         let (f, v) = match out {
-            bot::JobOutcome::Sent { flows, values } => (flows, values),
+            bot::JobOutcome::Sent { flows, values, .. } => (flows, values),
             _ => (0, 0),
         };
         println!(
-            "| {} | {f} | {v} | | {:.2} |",
+            "| {} | {f} | {v} | | {:.2} | {:.2} / {:.2} |",
             i.label(),
-            total.as_secs_f64()
+            total.as_secs_f64(),
+            c1 - c0,
+            p1 - p0
         );
     }
 }

@@ -88,15 +88,159 @@ impl Interval {
 /// Direction index: 0 ingress, 1 egress.
 pub const DIRECTIONS: [&str; 2] = ["ingress", "egress"];
 
+/// Sums that can list their top entries.
+pub trait Top<K> {
+    /// The `n` largest entries by value, ties by key ascending.
+    fn top(&self, n: usize) -> Vec<(K, u64)>;
+}
+
+impl<K: Ord + Copy + Hash, S: BuildHasher> Top<K> for std::collections::HashMap<K, u64, S> {
+    fn top(&self, n: usize) -> Vec<(K, u64)> {
+        top_n(self, n)
+    }
+}
+
+/// The top `n` of two disjoint parts, each already its own top `n` in the same order.
+fn merge_top<K: Ord + Copy>(mut a: Vec<(K, u64)>, b: Vec<(K, u64)>, n: usize) -> Vec<(K, u64)> {
+    a.extend(b);
+    a.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    a.truncate(n);
+    a
+}
+
+/// Bytes per address. IPv4 addresses (nearly all of them) are keyed by their `u32`: a 16-byte
+/// map entry and a one-word hash, where an `IpAddr` key takes 17 bytes and an enum hash. The
+/// window's maps are far larger than the caches, so entry size is what a flow costs.
+#[derive(Debug, Default, Clone)]
+pub struct AddrSums {
+    v4: HashMap<u32, u64>,
+    other: HashMap<IpAddr, u64>,
+}
+
+impl AddrSums {
+    fn add(&mut self, a: IpAddr, b: u64) {
+        match a {
+            IpAddr::V4(v4) => bump(&mut self.v4, u32::from(v4), b),
+            a => bump(&mut self.other, a, b),
+        }
+    }
+
+    /// Distinct addresses.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.other.len()
+    }
+
+    /// Whether no address was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Top<IpAddr> for AddrSums {
+    fn top(&self, n: usize) -> Vec<(IpAddr, u64)> {
+        // u32 order is Ipv4Addr order, and IpAddr puts every IPv4 address first
+        let v4 = top_n(&self.v4, n)
+            .into_iter()
+            .map(|(k, v)| (IpAddr::from(k.to_be_bytes()), v))
+            .collect();
+        merge_top(v4, top_n(&self.other, n), n)
+    }
+}
+
+/// Bytes per source/destination pair; IPv4 pairs keyed by one `u64` (see [`AddrSums`]).
+#[derive(Debug, Default, Clone)]
+pub struct PairSums {
+    v4: HashMap<u64, u64>,
+    other: HashMap<(IpAddr, IpAddr), u64>,
+}
+
+impl PairSums {
+    fn add(&mut self, src: IpAddr, dst: IpAddr, b: u64) {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                bump(
+                    &mut self.v4,
+                    u64::from(u32::from(s)) << 32 | u64::from(u32::from(d)),
+                    b,
+                );
+            }
+            (s, d) => bump(&mut self.other, (s, d), b),
+        }
+    }
+
+    /// Distinct pairs.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.other.len()
+    }
+
+    /// Whether no pair was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Top<(IpAddr, IpAddr)> for PairSums {
+    fn top(&self, n: usize) -> Vec<((IpAddr, IpAddr), u64)> {
+        // (src << 32 | dst) order is (src, dst) order among IPv4 pairs
+        let ip = |x: u64| IpAddr::from(u32::try_from(x & 0xffff_ffff).unwrap_or(0).to_be_bytes());
+        let v4 = top_n(&self.v4, n)
+            .into_iter()
+            .map(|(k, v)| ((ip(k >> 32), ip(k)), v))
+            .collect();
+        merge_top(v4, top_n(&self.other, n), n)
+    }
+}
+
+/// Bytes per IP protocol: an array, no hashing. `seen` marks protocols added (a 0-byte flow
+/// still lists its protocol, as a map entry would).
+#[derive(Debug, Clone)]
+pub struct ProtoSums {
+    bytes: [u64; 256],
+    seen: [u64; 4],
+}
+
+impl Default for ProtoSums {
+    fn default() -> ProtoSums {
+        ProtoSums {
+            bytes: [0; 256],
+            seen: [0; 4],
+        }
+    }
+}
+
+impl ProtoSums {
+    fn add(&mut self, p: u8, b: u64) {
+        let e = &mut self.bytes[usize::from(p)];
+        *e = e.saturating_add(b);
+        self.seen[usize::from(p >> 6)] |= 1 << (p & 63);
+    }
+
+    /// Protocols added, with their bytes, in protocol order.
+    pub fn iter(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
+        (0..=255u8)
+            .filter(|p| self.seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0)
+            .map(|p| (p, self.bytes[usize::from(p)]))
+    }
+}
+
+impl Top<u8> for ProtoSums {
+    fn top(&self, n: usize) -> Vec<(u8, u64)> {
+        let mut v: Vec<(u8, u64)> = self.iter().collect();
+        v.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        v.truncate(n);
+        v
+    }
+}
+
 /// Per-interface sums of one exporter and direction.
 #[derive(Debug, Default, Clone)]
 pub struct IfAgg {
     /// Bytes.
     pub bytes: u64,
     /// Bytes per ranked address.
-    pub ips: HashMap<IpAddr, u64>,
+    pub ips: AddrSums,
     /// Bytes per protocol.
-    pub protocols: HashMap<u8, u64>,
+    pub protocols: ProtoSums,
 }
 
 /// Sums of one exporter and direction.
@@ -109,11 +253,11 @@ pub struct DirAgg {
     /// Per interface.
     pub ifaces: HashMap<u32, IfAgg>,
     /// Bytes per ranked address (source for ingress, destination for egress).
-    pub ips: HashMap<IpAddr, u64>,
+    pub ips: AddrSums,
     /// Bytes per protocol.
-    pub protocols: HashMap<u8, u64>,
+    pub protocols: ProtoSums,
     /// Bytes per source/destination pair.
-    pub conns: HashMap<(IpAddr, IpAddr), u64>,
+    pub conns: PairSums,
     /// Bytes per destination port.
     pub dst_ports: HashMap<u16, u64>,
 }
@@ -121,7 +265,7 @@ pub struct DirAgg {
 /// The sums of one window.
 #[derive(Debug, Default, Clone)]
 pub struct Window {
-    exporters: HashMap<IpAddr, [DirAgg; 2]>,
+    exporters: HashMap<IpAddr, Box<[DirAgg; 2]>>,
     flows: u64,
 }
 
@@ -168,11 +312,11 @@ impl Window {
         d.flows += 1;
         let i = d.ifaces.entry(iface).or_default();
         i.bytes = i.bytes.saturating_add(b);
-        bump(&mut i.ips, ip, b);
-        bump(&mut i.protocols, f.protocol, b);
-        bump(&mut d.ips, ip, b);
-        bump(&mut d.protocols, f.protocol, b);
-        bump(&mut d.conns, (f.src_addr, f.dst_addr), b);
+        i.ips.add(ip, b);
+        i.protocols.add(f.protocol, b);
+        d.ips.add(ip, b);
+        d.protocols.add(f.protocol, b);
+        d.conns.add(f.src_addr, f.dst_addr, b);
         bump(&mut d.dst_ports, f.dst_port, b);
     }
 
@@ -183,7 +327,7 @@ impl Window {
 
     /// Sums of one exporter: `[ingress, egress]`.
     pub fn exporter(&self, addr: IpAddr) -> Option<&[DirAgg; 2]> {
-        self.exporters.get(&addr)
+        self.exporters.get(&addr).map(|d| &**d)
     }
 
     /// Exporters seen, ordered.
@@ -221,27 +365,27 @@ impl Window {
                 for (iface, ia) in &d.ifaces {
                     let ip = e.child(&s_if)?.child(&Segment::from(*iface))?;
                     batch.insert(ip.clone(), ia.bytes);
-                    for (a, v) in top_n(&ia.ips, TOP_N) {
+                    for (a, v) in ia.ips.top(TOP_N) {
                         batch.insert(ip.child(&s_topip)?.child(&Segment::ip(a))?, v);
                     }
-                    for (p, v) in top_n(&ia.protocols, TOP_N) {
+                    for (p, v) in ia.protocols.top(TOP_N) {
                         batch.insert(ip.child(&s_proto)?.child(&protocol_segment(p))?, v);
                     }
                 }
-                for (a, v) in top_n(&d.ips, TOP_N) {
+                for (a, v) in d.ips.top(TOP_N) {
                     batch.insert(e.child(&s_topip)?.child(&Segment::ip(a))?, v);
                 }
-                for (p, v) in top_n(&d.protocols, TOP_N) {
+                for (p, v) in d.protocols.top(TOP_N) {
                     batch.insert(e.child(&s_proto)?.child(&protocol_segment(p))?, v);
                 }
-                for ((s, t), v) in top_n(&d.conns, TOP_N) {
+                for ((s, t), v) in d.conns.top(TOP_N) {
                     let p = e
                         .child(&s_conn)?
                         .child(&Segment::ip(s))?
                         .child(&Segment::ip(t))?;
                     batch.insert(p, v);
                 }
-                for (port, v) in top_n(&d.dst_ports, TOP_N) {
+                for (port, v) in d.dst_ports.top(TOP_N) {
                     batch.insert(e.child(&s_ports)?.child(&Segment::from(port))?, v);
                 }
             }

@@ -11,6 +11,17 @@
 //!   for good, the accepted ones are not sent again: the job keeps the rest of that window's
 //!   values and its end, and its next run sends only those, then advances the window end, and
 //!   the run after that covers the flows since.
+//! * Late flows: a flow written after a job already sent the window its `ts` falls in (a
+//!   pending data set released by a late template, up to 10 minutes later; a writer draining
+//!   its spool after an outage; a second writer; an exporter's clock) is folded into that
+//!   job's next window, once (see [`Store::read_job_window`]). Grafolean stamps each value
+//!   with its arrival time and takes no timestamp, so a second POST for an old window would be
+//!   a second point, not a correction: the late bytes are counted in the next point of every
+//!   interval instead, and the totals over time stay exact. They are counted in the stats
+//!   (writer: `flows_late`; bot: `late_flows_aggregated`) and logged per window. The work is
+//!   bounded: a run reads only the late batches written since its previous run (an index
+//!   range), each late flow once per job, and the log is forgotten once every job has read
+//!   it (retention forgets the rest with their hour).
 //! * Jobs run one after the other on one thread, so a job that overruns is never started twice
 //!   at once; an overdue job runs once and is rescheduled from now.
 //! * Maintenance: retention every hour; every 2 minutes, exporters seen in the store that an
@@ -22,12 +33,12 @@ pub mod table;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use grafolean_client::{AccountId, AccountJobs, Client, NewEntity, ValueBatch};
-use netflow_store::{Store, StoreError};
+use netflow_store::{Flow, JobMark, JobWindow, Store, StoreError};
 use tracing::{debug, info, warn};
 
 pub use aggregate::{Interval, Window};
@@ -94,42 +105,107 @@ pub enum JobOutcome {
     Sent {
         /// Flows in the window.
         flows: u64,
+        /// Late flows folded in: written after the previous run into windows already sent.
+        late_flows: u64,
         /// Values posted.
         values: usize,
     },
 }
 
-/// Aggregates the window of one job and returns it with the window's end, without sending.
+/// Aggregates the next window of one job, with the late flows it missed, and returns it with
+/// what [`Store::read_job_window`] read (the mark to record once it is sent), without sending.
 pub fn aggregate_window(
     store: &mut dyn Store,
     job: &str,
     interval: Interval,
     exporters: &[IpAddr],
-) -> Result<Option<(Window, i64)>, StoreError> {
-    let Some(upto) = store.max_ts()? else {
-        return Ok(None);
-    };
+) -> Result<Option<(Window, JobWindow)>, StoreError> {
     let period = i64::try_from(interval.secs()).unwrap_or(60) * 1_000_000;
-    let after = store
-        .job_window_end(job)?
-        .unwrap_or(upto.saturating_sub(period));
-    let mut w = Window::new();
-    if upto > after {
-        store.for_each_flow(exporters, after, upto, &mut |f| {
-            w.add(f);
+    let mut read = None;
+    let w = aggregate_flows(|f| {
+        read = store.read_job_window(job, exporters, period, f)?;
+        Ok::<_, StoreError>(read.map_or(0, |r| r.flows + r.late_flows))
+    })?;
+    Ok(read.map(|r| (w, r)))
+}
+
+/// Flows handed from the reading thread to the aggregating one at a time.
+const CHUNK_FLOWS: usize = 4096;
+
+/// Runs `read` (which streams flows to its callback) on this thread and folds the flows into a
+/// [`Window`] on a second one, so that decoding the store's rows and aggregating them overlap.
+/// Chunks of [`CHUNK_FLOWS`] go through a channel of 4 and come back empty for reuse, so
+/// memory stays at a few chunks whatever the window.
+pub fn aggregate_flows<E>(
+    read: impl FnOnce(&mut dyn FnMut(&Flow) -> ControlFlow<()>) -> Result<u64, E>,
+) -> Result<Window, E> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<Flow>>(4);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<Flow>>();
+    std::thread::scope(|scope| {
+        let aggregator = std::thread::Builder::new()
+            .name("bot-aggregate".into())
+            .spawn_scoped(scope, move || {
+                let mut w = Window::new();
+                for mut chunk in full_rx {
+                    for f in &chunk {
+                        w.add(f);
+                    }
+                    chunk.clear();
+                    // the reader may be gone already; then the chunk is just dropped
+                    let _ = empty_tx.send(chunk);
+                }
+                w
+            });
+        let aggregator = match aggregator {
+            Ok(a) => a,
+            // no second thread to be had: aggregate on this one
+            Err(_) => {
+                let mut w = Window::new();
+                return read(&mut |f: &Flow| {
+                    w.add(f);
+                    ControlFlow::Continue(())
+                })
+                .map(|_| w);
+            }
+        };
+        let mut chunk: Vec<Flow> = Vec::with_capacity(CHUNK_FLOWS);
+        let mut lost_aggregator = false;
+        let r = read(&mut |f: &Flow| {
+            chunk.push(*f);
+            if chunk.len() == CHUNK_FLOWS {
+                let next = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK_FLOWS));
+                if full_tx.send(std::mem::replace(&mut chunk, next)).is_err() {
+                    lost_aggregator = true;
+                    return ControlFlow::Break(());
+                }
+            }
             ControlFlow::Continue(())
-        })?;
-    }
-    Ok(Some((w, upto.max(after))))
+        });
+        if !chunk.is_empty() {
+            let _ = full_tx.send(chunk);
+        }
+        drop(full_tx);
+        let w = match aggregator.join() {
+            Ok(w) => w,
+            // a panic in Window::add is a bug: surface it where it happened
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        debug_assert!(!lost_aggregator);
+        r.map(|_| w)
+    })
 }
 
 /// What is left to send of a window whose values POST failed part way.
 #[derive(Debug)]
 struct Unsent {
-    /// The window's end, recorded once everything is sent.
-    upto: i64,
+    /// The window's end and late-flow mark, recorded once everything is sent.
+    mark: JobMark,
     /// Flows in the window.
     flows: u64,
+    /// Late flows folded in.
+    late_flows: u64,
     /// Requests not yet accepted, in order.
     requests: VecDeque<ValueBatch>,
 }
@@ -234,7 +310,7 @@ impl Bot {
                 u
             }
             None => {
-                let Some((window, upto)) =
+                let Some((window, read)) =
                     aggregate_window(self.store.as_mut(), &id, interval, &exporters)?
                 else {
                     return Ok(JobOutcome::NoData);
@@ -243,9 +319,13 @@ impl Bot {
                     .values(interval.label(), &entities)
                     .map_err(|e| Error::Setting("value path", e.to_string()))?;
                 debug!(job = %id, aggregated = ?started.elapsed(), "window aggregated");
+                if read.late_flows > 0 {
+                    info!(job = %id, late_flows = read.late_flows, "late flows (written after their window was sent) folded into this window");
+                }
                 Unsent {
-                    upto,
-                    flows: window.flows(),
+                    mark: read.mark,
+                    flows: read.flows,
+                    late_flows: read.late_flows,
                     requests: split_batch(&batch, self.client.config().max_values_per_request),
                 }
             }
@@ -264,15 +344,22 @@ impl Bot {
                 }
             }
         }
-        if let Err(e) = self.store.set_job_window_end(&id, unsent.upto) {
+        if let Err(e) = self.store.set_job_mark(&id, unsent.mark) {
             // Everything was sent: the next run only records the end.
             self.unsent.insert(id, unsent);
             return Err(e.into());
         }
         stats::add(&self.counters.jobs_run, 1);
-        info!(job = %id, flows = unsent.flows, values, total = ?started.elapsed(), "window sent");
+        stats::add(&self.counters.late_flows_aggregated, unsent.late_flows);
+        info!(job = %id, flows = unsent.flows, late_flows = unsent.late_flows, values, total = ?started.elapsed(), "window sent");
+        match self.store.forget_consumed_late() {
+            Ok(0) => {}
+            Ok(n) => debug!(rows = n, "late flows every job has folded in forgotten"),
+            Err(e) => warn!(error = %e, "cannot forget consumed late flows; retention will"),
+        }
         Ok(JobOutcome::Sent {
             flows: unsent.flows,
+            late_flows: unsent.late_flows,
             values,
         })
     }

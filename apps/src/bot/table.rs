@@ -10,7 +10,7 @@ use grafolean_client::protocol_keyword;
 use netflow_store::Store;
 use tracing::warn;
 
-use super::aggregate::{DIRECTIONS, DirAgg, Interval, Window, top_n};
+use super::aggregate::{DIRECTIONS, DirAgg, Interval, Top, Window};
 use crate::Error;
 
 /// Bytes with a binary-free human unit: `999 B`, `1.5 kB`, `12.3 MB`.
@@ -32,12 +32,8 @@ fn proto_name(p: u8) -> String {
     protocol_keyword(p).map_or_else(|| format!("proto{p}"), str::to_owned)
 }
 
-fn list<K: Ord + Copy, S: std::hash::BuildHasher>(
-    m: &std::collections::HashMap<K, u64, S>,
-    n: usize,
-    name: impl Fn(K) -> String,
-) -> String {
-    let v = top_n(m, n);
+fn list<K>(m: &impl Top<K>, n: usize, name: impl Fn(K) -> String) -> String {
+    let v = m.top(n);
     if v.is_empty() {
         return "-".to_owned();
     }
@@ -130,13 +126,18 @@ pub fn run(
                 continue;
             }
         };
-        let after = store.job_window_end(&job).ok().flatten();
         match super::aggregate_window(store, &job, Interval::M1, &exporters) {
-            Ok(Some((w, upto))) => {
-                let after = after.unwrap_or(upto - 60_000_000);
-                let _ = out.write_all(render(&w, after, upto).as_bytes());
+            Ok(Some((w, read))) => {
+                let _ = out.write_all(render(&w, read.after, read.upto).as_bytes());
+                if read.late_flows > 0 {
+                    let _ = writeln!(
+                        out,
+                        "({} late flows of earlier windows included)",
+                        read.late_flows
+                    );
+                }
                 let _ = out.flush();
-                if let Err(e) = store.set_job_window_end(&job, upto) {
+                if let Err(e) = store.set_job_mark(&job, read.mark) {
                     warn!(error = %e, "cannot record the window end");
                 }
             }

@@ -44,35 +44,47 @@ impl Drop for TempDir {
 /// A scratch database on the local PostgreSQL server, dropped at the end.
 pub struct PgDb {
     pub name: String,
+    /// The server's port: 5432, or a `netflow_store::test_support::PrivateServer`'s.
+    pub port: u16,
 }
 
 impl PgDb {
     pub fn new(tag: &str) -> PgDb {
+        PgDb::on_port(tag, 5432)
+    }
+
+    /// On the server at 127.0.0.1:`port` (user postgres, trust auth).
+    pub fn on_port(tag: &str, port: u16) -> PgDb {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "netflow_apps_{tag}_{}_{}",
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        let mut c = postgres::Client::connect(PG, postgres::NoTls).unwrap_or_else(|e| {
-            panic!("PostgreSQL must run on 127.0.0.1:5432 (user postgres, trust auth): {e}")
+        let db = PgDb { name, port };
+        let mut c = db.connect("postgres").unwrap_or_else(|e| {
+            panic!("PostgreSQL must run on 127.0.0.1:{port} (user postgres, trust auth): {e}")
         });
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.name))
             .expect("drop database");
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
+        c.batch_execute(&format!("CREATE DATABASE {}", db.name))
             .expect("create database");
-        PgDb { name }
+        db
     }
 
-    pub fn client(&self) -> postgres::Client {
+    fn connect(&self, dbname: &str) -> Result<postgres::Client, postgres::Error> {
         postgres::Client::connect(
             &format!(
-                "host=127.0.0.1 port=5432 user=postgres dbname={}",
-                self.name
+                "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+                self.port
             ),
             postgres::NoTls,
         )
-        .expect("connect to the test database")
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        self.connect(&self.name)
+            .expect("connect to the test database")
     }
 
     /// Rows in the flows table (0 before the writer created it).
@@ -85,7 +97,7 @@ impl PgDb {
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("DB_HOST", "127.0.0.1".to_owned()),
+            ("DB_HOST", format!("127.0.0.1:{}", self.port)),
             ("DB_DATABASE", self.name.clone()),
             ("DB_USERNAME", "postgres".to_owned()),
         ]
@@ -94,7 +106,7 @@ impl PgDb {
 
 impl Drop for PgDb {
     fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(PG, postgres::NoTls) {
+        if let Ok(mut c) = self.connect("postgres") {
             let _ = c.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
@@ -214,6 +226,19 @@ impl Proc {
             .expect("lock")
             .iter()
             .any(|l| l.contains(needle))
+    }
+
+    /// A counter's value in the last stats line logged (0 when absent: lines show non-zero
+    /// counters only).
+    pub fn last_stat(&self, name: &str) -> u64 {
+        let lines = self.lines.lock().expect("lock");
+        let Some(line) = lines.iter().rev().find(|l| l.contains(" stats: ")) else {
+            return 0;
+        };
+        let prefix = format!("{name}=");
+        line.split_whitespace()
+            .find_map(|t| t.strip_prefix(&prefix))
+            .map_or(0, |v| v.parse().expect("counter value"))
     }
 
     pub fn signal(&self, sig: &str) {
@@ -475,8 +500,19 @@ pub fn start_split(
     db: &PgDb,
     port: u16,
 ) -> (Proc, Proc, Vec<(&'static str, String)>) {
+    start_split_with(dir, db, port, &[])
+}
+
+/// [`start_split`] with more environment for the writer.
+pub fn start_split_with(
+    dir: &TempDir,
+    db: &PgDb,
+    port: u16,
+    writer_env: &[(&'static str, String)],
+) -> (Proc, Proc, Vec<(&'static str, String)>) {
     let pipe = dir.path().join("netflow.pipe").display().to_string();
     let mut env = db.env();
+    env.extend_from_slice(writer_env);
     env.push(("NAMED_PIPE_FILENAME", pipe.clone()));
     env.push(("STATS_INTERVAL", "1".to_owned()));
     let writer = Proc::start("netflow-writer", dir.path(), &env, &["--state-dir", "."]);

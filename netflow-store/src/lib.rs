@@ -152,6 +152,34 @@ pub struct JobMark {
     pub late_seq: i64,
 }
 
+/// Which [`Flow`] fields a window read fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fields {
+    /// Every stored field.
+    All,
+    /// What the bot aggregates: exporter, interfaces, direction, protocol, addresses,
+    /// destination port and bytes; `ts`, `src_port`, `packets` and `tcp_flags` read as 0.
+    /// PostgreSQL then sends 9 of the 13 columns (about a fifth less work for the server).
+    Aggregation,
+}
+
+impl Fields {
+    /// `f` with the fields not in `self` reset (their [`Flow::default`] values).
+    pub fn project(self, f: &Flow) -> Flow {
+        match self {
+            Fields::All => *f,
+            Fields::Aggregation => Flow {
+                ts_micros: 0,
+                src_port: 0,
+                packets: 0,
+                tcp_flags: 0,
+                ..*f
+            },
+        }
+    }
+}
+
 /// What [`Store::read_job_window`] streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -247,12 +275,14 @@ pub trait Store: Send + std::fmt::Debug {
     ///   and every future window, and missing from the windows already sent).
     ///
     /// Each flow is passed once per job over all its runs, provided every run's mark is
-    /// recorded. `f` may stop the stream early with [`ControlFlow::Break`].
+    /// recorded, with the `fields` asked for. `f` may stop the stream early with
+    /// [`ControlFlow::Break`].
     fn read_job_window(
         &mut self,
         job_id: &str,
         exporters: &[IpAddr],
         period_micros: i64,
+        fields: Fields,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<Option<JobWindow>, StoreError>;
 

@@ -13,7 +13,8 @@ use postgres::{Client, NoTls, Statement, Transaction};
 use crate::partition::{self, HOUR_MICROS, MAX_TS_MICROS, MIN_TS_MICROS};
 use crate::schema::{self, FLOW_COLUMNS, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    Backend, Expired, Exporter, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError, Written,
+    Backend, Expired, Exporter, Fields, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError,
+    Written,
 };
 
 impl From<postgres::Error> for StoreError {
@@ -99,6 +100,26 @@ fn flow_from_copy_row(row: &BinaryCopyOutRow) -> Result<Flow, StoreError> {
     })
 }
 
+/// The columns the bot aggregates ([`Fields::Aggregation`]), in this order.
+const AGGREGATION_COLUMNS: &str =
+    "exporter, input_if, output_if, direction, protocol, src_addr, dst_addr, dst_port, bytes";
+
+/// A row of [`AGGREGATION_COLUMNS`] back to a [`Flow`] (the other fields default).
+fn flow_from_aggregation_row(row: &BinaryCopyOutRow) -> Result<Flow, StoreError> {
+    Ok(Flow {
+        exporter: row.try_get(0)?,
+        input_if: crate::from_db("input_if", row.try_get(1)?)?,
+        output_if: crate::from_db("output_if", row.try_get(2)?)?,
+        direction: crate::from_db("direction", row.try_get::<i16>(3)?.into())?,
+        protocol: crate::from_db("protocol", row.try_get::<i16>(4)?.into())?,
+        src_addr: row.try_get(5)?,
+        dst_addr: row.try_get(6)?,
+        dst_port: crate::from_db("dst_port", row.try_get::<i32>(7)?.into())?,
+        bytes: crate::from_db("bytes", row.try_get(8)?)?,
+        ..Flow::default()
+    })
+}
+
 /// `'{a,b}'::inet[]`: addresses as an SQL literal (COPY takes no parameters). The `Display`
 /// of an `IpAddr` holds only hex digits, `.` and `:`, so no quoting is needed.
 fn inet_array_literal(addrs: &[IpAddr]) -> String {
@@ -127,12 +148,23 @@ fn copy_out_flows(
     select: &str,
     f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
 ) -> Result<u64, StoreError> {
+    copy_out(tx, types, select, flow_from_copy_row, f)
+}
+
+/// [`copy_out_flows`] with the row decoder `decode` (its columns and `types` must agree).
+fn copy_out(
+    tx: &mut Transaction<'_>,
+    types: &[Type],
+    select: &str,
+    decode: fn(&BinaryCopyOutRow) -> Result<Flow, StoreError>,
+    f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+) -> Result<u64, StoreError> {
     let reader = tx.copy_out(&format!("COPY ({select}) TO STDOUT (FORMAT binary)"))?;
     let mut rows = BinaryCopyOutIter::new(reader, types);
     let mut n = 0;
     while let Some(row) = rows.next()? {
         n += 1;
-        if f(&flow_from_copy_row(&row)?).is_break() {
+        if f(&decode(&row)?).is_break() {
             break;
         }
     }
@@ -169,6 +201,8 @@ struct Sql {
     /// `(columns) FROM STDIN (FORMAT binary)`, after `COPY table`.
     copy_tail: String,
     bump_max_ts: String,
+    /// The COPY types of [`AGGREGATION_COLUMNS`].
+    aggregation_types: [Type; 9],
     /// The max ts and late-batch number, row-locked until the batch commits.
     lock_stats: String,
     /// Raises max ts and records a late batch's number.
@@ -183,6 +217,9 @@ struct Sql {
     window: String,
     /// `SELECT columns FROM late_flows WHERE `, completed likewise.
     late_window: String,
+    /// [`Sql::window`] and [`Sql::late_window`] of [`AGGREGATION_COLUMNS`].
+    aggregation_window: String,
+    aggregation_late_window: String,
     job_mark_get: String,
     job_mark_set: String,
     forget_late: String,
@@ -217,6 +254,17 @@ impl Sql {
             bump_max_ts: format!(
                 "UPDATE {p}flow_stats SET max_ts = GREATEST(max_ts, $1) WHERE id = 1"
             ),
+            aggregation_types: [
+                Type::INET,
+                Type::INT8,
+                Type::INT8,
+                Type::INT2,
+                Type::INT2,
+                Type::INET,
+                Type::INET,
+                Type::INT4,
+                Type::INT8,
+            ],
             lock_stats: format!(
                 "SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1 FOR UPDATE"
             ),
@@ -230,6 +278,10 @@ impl Sql {
             stats: format!("SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1"),
             window: format!("SELECT {cols} FROM {p}flows WHERE "),
             late_window: format!("SELECT {cols} FROM {p}late_flows WHERE "),
+            aggregation_window: format!("SELECT {AGGREGATION_COLUMNS} FROM {p}flows WHERE "),
+            aggregation_late_window: format!(
+                "SELECT {AGGREGATION_COLUMNS} FROM {p}late_flows WHERE "
+            ),
             job_mark_get: format!(
                 "SELECT last_window_end, late_seq FROM {p}bot_jobs WHERE job_id = $1"
             ),
@@ -814,10 +866,26 @@ impl Store for PgStore {
         job_id: &str,
         exporters: &[IpAddr],
         period_micros: i64,
+        fields: Fields,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<Option<JobWindow>, StoreError> {
         let sql = &self.sql;
         let exporters_sql = inet_array_literal(exporters);
+        type Decode = fn(&BinaryCopyOutRow) -> Result<Flow, StoreError>;
+        let (window, late_window, types, decode): (&str, &str, &[Type], Decode) = match fields {
+            Fields::Aggregation => (
+                &sql.aggregation_window,
+                &sql.aggregation_late_window,
+                &sql.aggregation_types,
+                flow_from_aggregation_row,
+            ),
+            _ => (
+                &sql.window,
+                &sql.late_window,
+                &sql.types,
+                flow_from_copy_row,
+            ),
+        };
         self.conn.run(|client, _| {
             // One snapshot for the marks and both streams (see `copy_batch`).
             let mut tx = client
@@ -850,21 +918,19 @@ impl Store for PgStore {
             let mut flows = 0;
             if !exporters.is_empty() && hi > lo {
                 let select = format!(
-                    "{}exporter = ANY({exporters_sql}) AND {}",
-                    sql.window,
+                    "{window}exporter = ANY({exporters_sql}) AND {}",
                     ts_range_literal(lo, hi)
                 );
-                flows = copy_out_flows(&mut tx, &sql.types, &select, &mut g)?;
+                flows = copy_out(&mut tx, types, &select, decode, &mut g)?;
             }
             let mut late_flows = 0;
             if !exporters.is_empty() && seq > prev_seq && !stopped.get() && lo >= MIN_TS_MICROS {
                 let select = format!(
-                    "{}seq > {prev_seq} AND seq <= {seq} AND exporter = ANY({exporters_sql}) \
-                     AND ts <= '{}'",
-                    sql.late_window,
+                    "{late_window}seq > {prev_seq} AND seq <= {seq} \
+                     AND exporter = ANY({exporters_sql}) AND ts <= '{}'",
                     partition::ts_literal(lo)
                 );
-                late_flows = copy_out_flows(&mut tx, &sql.types, &select, &mut g)?;
+                late_flows = copy_out(&mut tx, types, &select, decode, &mut g)?;
             }
             tx.commit()?;
             let upto = upto.max(after);

@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::partition::{self, HOUR_MICROS};
 use crate::schema::{self, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    Backend, Expired, Exporter, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError, Written,
+    Backend, Expired, Exporter, Fields, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError,
+    Written,
 };
 
 /// How long a writer waits for another connection's write lock before `SQLITE_BUSY`.
@@ -437,9 +438,13 @@ impl Store for SqliteStore {
         job_id: &str,
         exporters: &[IpAddr],
         period_micros: i64,
+        fields: Fields,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<Option<JobWindow>, StoreError> {
         let p = &self.prefix;
+        // every column is read (a local file: nothing to save on the wire), then projected so
+        // that both backends hand out the same flows
+        let f = &mut |fl: &Flow| f(&fields.project(fl));
         // A deferred transaction reads one snapshot (WAL) from its first SELECT to its end.
         let tx = self.conn.transaction()?;
         let (max, seq): (Option<i64>, i64) = tx

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::ControlFlow;
 
 use common::{HOUR, T0, as_stored, flow, ip, read, read_all, sorted};
-use netflow_store::{Exporter, Flow, JobWindow, SCHEMA_VERSION, Store, StoreError};
+use netflow_store::{Exporter, Fields, Flow, JobWindow, SCHEMA_VERSION, Store, StoreError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -405,9 +405,18 @@ fn out_of_range_timestamp_rejects_whole_batch(s: &mut dyn Store) {
 
 /// One job run: the window's and the late flows, sorted, and the window; the mark recorded.
 fn job_run(s: &mut dyn Store, job: &str, period: i64) -> (Vec<Flow>, Option<JobWindow>) {
+    job_run_fields(s, job, period, Fields::All)
+}
+
+fn job_run_fields(
+    s: &mut dyn Store,
+    job: &str,
+    period: i64,
+    fields: Fields,
+) -> (Vec<Flow>, Option<JobWindow>) {
     let mut out = Vec::new();
     let w = s
-        .read_job_window(job, &[ip("192.0.2.1")], period, &mut |f| {
+        .read_job_window(job, &[ip("192.0.2.1")], period, fields, &mut |f| {
             out.push(*f);
             ControlFlow::Continue(())
         })
@@ -443,6 +452,9 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
         (w.after, w.upto, w.flows, w.late_flows),
         (T0 + 10 - min, T0 + 10, 2, 0)
     );
+    // jobs p and q read the same, all fields and the bot's projection
+    job_run_fields(s, "p/1min", min, Fields::All);
+    job_run_fields(s, "q/1min", min, Fields::Aggregation);
 
     // A batch with on-time flows, late ones (at or before max ts T0 + 10: T0 + 10 itself, T0 +
     // 5, and one before job a's window) and another exporter's late flow.
@@ -463,6 +475,19 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
     ];
     assert_eq!(s.write_flows_report(&late2).unwrap().late, 2);
     assert_eq!(s.max_ts().unwrap(), Some(T0 + 20));
+
+    // The bot's projection: the same window and late flows, with ts, src_port, packets and
+    // tcp_flags left out.
+    let (all, w) = job_run_fields(s, "p/1min", min, Fields::All);
+    assert_eq!(w.unwrap().late_flows, 4);
+    let (agg, w) = job_run_fields(s, "q/1min", min, Fields::Aggregation);
+    assert_eq!(w.unwrap().late_flows, 4);
+    let projected: Vec<Flow> = all.iter().map(|f| Fields::Aggregation.project(f)).collect();
+    assert_eq!(sorted(agg), sorted(projected));
+    assert!(
+        all.iter()
+            .all(|f| f.packets != 0 && f.src_port != 0 && f.ts_micros != 0)
+    );
 
     // Job a: its window (T0 + 10, T0 + 20] from the flows table, plus the late flows of its
     // exporter at or before T0 + 10 that it has not seen (all three of the first late batch
@@ -498,6 +523,8 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
     assert_eq!(got, late3.to_vec());
     let (got, _) = job_run(s, "b/1min", min);
     assert_eq!(got, late3.to_vec());
+    job_run(s, "p/1min", min);
+    job_run(s, "q/1min", min);
     assert_eq!(s.forget_consumed_late().unwrap(), 1);
     assert_eq!(s.forget_consumed_late().unwrap(), 0);
 

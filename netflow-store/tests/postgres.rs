@@ -230,10 +230,16 @@ fn upgrades_every_older_schema_in_place() {
             );
             let mut got = Vec::new();
             let w = s
-                .read_job_window("1min", &[ip("192.0.2.1")], 60_000_000, &mut |f| {
-                    got.push(*f);
-                    std::ops::ControlFlow::Continue(())
-                })
+                .read_job_window(
+                    "1min",
+                    &[ip("192.0.2.1")],
+                    60_000_000,
+                    netflow_store::Fields::All,
+                    &mut |f| {
+                        got.push(*f);
+                        std::ops::ControlFlow::Continue(())
+                    },
+                )
                 .unwrap()
                 .unwrap();
             assert_eq!((w.after, w.upto, w.late_flows), (H0, T0, 1), "from {from}");

@@ -38,7 +38,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use grafolean_client::{AccountId, AccountJobs, Client, NewEntity, ValueBatch};
-use netflow_store::{Flow, JobMark, JobWindow, Store, StoreError};
+use netflow_store::{Fields, Flow, JobMark, JobWindow, Store, StoreError};
 use tracing::{debug, info, warn};
 
 pub use aggregate::{Interval, Window};
@@ -123,7 +123,7 @@ pub fn aggregate_window(
     let period = i64::try_from(interval.secs()).unwrap_or(60) * 1_000_000;
     let mut read = None;
     let w = aggregate_flows(|f| {
-        read = store.read_job_window(job, exporters, period, f)?;
+        read = store.read_job_window(job, exporters, period, Fields::Aggregation, f)?;
         Ok::<_, StoreError>(read.map_or(0, |r| r.flows + r.late_flows))
     })?;
     Ok(read.map(|r| (w, r)))

@@ -656,4 +656,55 @@ mod tests {
         let m = as_map(&w.values("1min", &[(1, ip("192.0.2.1"))]).expect("values"));
         assert_eq!(m["netflow.1min.ingress.entity.1"], u64::MAX as f64);
     }
+
+    #[test]
+    fn test_split_sums_rank_like_one_ipaddr_map() {
+        // IPv4 and IPv6 (v4-mapped and ::a.b.c.d too, which must stay apart from IPv4),
+        // many ties: the split maps must list exactly what one IpAddr-keyed map would.
+        let addrs: Vec<IpAddr> = [
+            "10.0.0.1",
+            "10.0.0.2",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "::",
+            "2001:db8::1",
+            "ffff::1",
+            "10.0.0.3",
+            "192.0.2.1",
+            "2001:db8::2",
+        ]
+        .iter()
+        .map(|a| ip(a))
+        .collect();
+        let (mut sums, mut pairs, mut protos) = (
+            AddrSums::default(),
+            PairSums::default(),
+            ProtoSums::default(),
+        );
+        let (mut want, mut want_pairs, mut want_protos): (
+            HashMap<IpAddr, u64>,
+            HashMap<(IpAddr, IpAddr), u64>,
+            HashMap<u8, u64>,
+        ) = Default::default();
+        for k in 0..500u64 {
+            let a = addrs[(k * 7 % 12) as usize];
+            let b = addrs[(k * 5 % 12) as usize];
+            let bytes = [0, 1, 2, 3][(k % 4) as usize];
+            let p = [0u8, 6, 17, 255][(k * 3 % 4) as usize];
+            sums.add(a, bytes);
+            pairs.add(a, b, bytes);
+            protos.add(p, bytes);
+            bump(&mut want, a, bytes);
+            bump(&mut want_pairs, (a, b), bytes);
+            bump(&mut want_protos, p, bytes);
+        }
+        for n in [0, 1, 3, 10, 50] {
+            assert_eq!(sums.top(n), top_n(&want, n), "top {n}");
+            assert_eq!(pairs.top(n), top_n(&want_pairs, n), "top {n}");
+            assert_eq!(protos.top(n), top_n(&want_protos, n), "top {n}");
+        }
+        assert_eq!((sums.len(), pairs.len()), (want.len(), want_pairs.len()));
+    }
 }

@@ -522,3 +522,80 @@ impl Bot {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Flows over 3 exporters, IPv4 and IPv6, both directions, some with 0 bytes.
+    fn flows(n: u32) -> Vec<Flow> {
+        (0..n)
+            .map(|i| {
+                let k = i.wrapping_mul(2_654_435_761);
+                let v6 = k % 5 == 0;
+                let addr = |x: u32| -> IpAddr {
+                    if v6 {
+                        IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, (x % 300) as u16])
+                    } else {
+                        IpAddr::from((0x0a00_0000 | (x % 300)).to_be_bytes())
+                    }
+                };
+                Flow {
+                    exporter: IpAddr::from([192, 0, 2, (k % 3) as u8 + 1]),
+                    src_addr: addr(k >> 3),
+                    dst_addr: addr(k >> 11),
+                    input_if: k % 4,
+                    output_if: k % 5,
+                    direction: u8::from(k % 7 == 0),
+                    protocol: [6, 17, 1, 58][(k % 4) as usize],
+                    dst_port: (k % 50) as u16,
+                    bytes: u64::from(k % 1500) * u64::from(k % 11 != 0),
+                    ..Flow::default()
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_threaded_aggregation_equals_one_pass() {
+        let entities: Vec<(i64, IpAddr)> = (1..=3u8)
+            .map(|i| (i64::from(i), IpAddr::from([192, 0, 2, i])))
+            .collect();
+        // chunk boundaries: less than one chunk, exactly some, and a partial last one
+        for n in [0, 17, CHUNK_FLOWS as u32 * 3, CHUNK_FLOWS as u32 * 5 + 123] {
+            let fs = flows(n);
+            let mut one = Window::new();
+            fs.iter().for_each(|f| one.add(f));
+            let threaded = aggregate_flows(|cb| {
+                for f in &fs {
+                    if cb(f).is_break() {
+                        break;
+                    }
+                }
+                Ok::<_, ()>(fs.len() as u64)
+            })
+            .expect("aggregate");
+            assert_eq!(threaded.flows(), u64::from(n));
+            let a = one.values("1min", &entities).expect("values");
+            let b = threaded.values("1min", &entities).expect("values");
+            let list = |x: &ValueBatch| -> Vec<(String, f64)> {
+                x.iter()
+                    .map(|(p, v)| (p.as_str().to_owned(), v.as_f64()))
+                    .collect()
+            };
+            assert_eq!(list(&a), list(&b), "{n} flows");
+        }
+    }
+
+    #[test]
+    fn test_read_error_is_returned_after_the_aggregator_stops() {
+        let fs = flows(CHUNK_FLOWS as u32 * 2);
+        let r = aggregate_flows(|cb| {
+            for f in &fs {
+                let _ = cb(f);
+            }
+            Err::<u64, &str>("connection lost")
+        });
+        assert_eq!(r.err(), Some("connection lost"));
+    }
+}

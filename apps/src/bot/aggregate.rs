@@ -683,11 +683,9 @@ mod tests {
             PairSums::default(),
             ProtoSums::default(),
         );
-        let (mut want, mut want_pairs, mut want_protos): (
-            HashMap<IpAddr, u64>,
-            HashMap<(IpAddr, IpAddr), u64>,
-            HashMap<u8, u64>,
-        ) = Default::default();
+        let mut want: HashMap<IpAddr, u64> = HashMap::default();
+        let mut want_pairs: HashMap<(IpAddr, IpAddr), u64> = HashMap::default();
+        let mut want_protos: HashMap<u8, u64> = HashMap::default();
         for k in 0..500u64 {
             let a = addrs[(k * 7 % 12) as usize];
             let b = addrs[(k * 5 % 12) as usize];

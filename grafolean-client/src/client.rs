@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,12 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// A batch larger than this is sent as several POSTs. Default 1,000.
     pub max_values_per_request: usize,
+    /// A PEM file of extra root certificates to trust for HTTPS (`BACKEND_CA_FILE`), e.g. a
+    /// self-hosted Grafolean's private CA. They are trusted in addition to the bundled
+    /// Mozilla roots, or with the `platform-certs` feature in addition to the system's roots
+    /// (read with `rustls-native-certs`). Read once, when the [`Client`] is made; a missing,
+    /// unreadable or invalid file is [`Error::CaFile`]. Default: none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -108,6 +114,7 @@ impl Default for ClientConfig {
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(10),
             max_values_per_request: 1000,
+            ca_file: None,
         }
     }
 }
@@ -137,6 +144,12 @@ impl ClientConfig {
     /// Sets [`max_values_per_request`](Self::max_values_per_request) (at least 1).
     pub fn with_max_values_per_request(mut self, n: usize) -> ClientConfig {
         self.max_values_per_request = n.max(1);
+        self
+    }
+
+    /// Sets [`ca_file`](Self::ca_file): extra root certificates to trust, from a PEM file.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> ClientConfig {
+        self.ca_file = Some(path.into());
         self
     }
 }
@@ -227,12 +240,19 @@ impl Client {
         let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(concat!("grafolean-client/", env!("CARGO_PKG_VERSION")));
-        #[cfg(feature = "platform-certs")]
-        let agent_config = agent_config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                .build(),
-        );
+        let roots = match &config.ca_file {
+            Some(path) => Some(root_certs_with(path)?),
+            None if cfg!(feature = "platform-certs") => {
+                Some(ureq::tls::RootCerts::PlatformVerifier)
+            }
+            None => None,
+        };
+        let agent_config = match roots {
+            Some(roots) => {
+                agent_config.tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            }
+            None => agent_config,
+        };
         let agent = ureq::Agent::new_with_config(agent_config.build());
         Ok(Client {
             agent,
@@ -586,10 +606,28 @@ impl Client {
                 ));
             }
             ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
-            ureq::Error::Io(io) => matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable | ErrorKind::NotFound
-            ),
+            ureq::Error::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref()) {
+                // ureq's rustls transport reports TLS failures as I/O errors. The certificate
+                // is checked in the handshake, before any request byte is sent.
+                Some(tls) => {
+                    return Error::Transport {
+                        method: method_s,
+                        resource,
+                        before_send: matches!(
+                            tls,
+                            rustls::Error::InvalidCertificate(_)
+                                | rustls::Error::PeerIncompatible(_)
+                        ),
+                        message: self.redact(&tls_message(tls)),
+                    };
+                }
+                None => matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::AddrNotAvailable
+                        | ErrorKind::NotFound
+                ),
+            },
             // TLS problems show up in the handshake, before the request is written.
             ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::TlsRequired => true,
             _ => false,
@@ -611,6 +649,86 @@ impl Client {
             out = out.replace(&encoded, REDACTED);
         }
         out
+    }
+}
+
+/// The roots to trust with a CA file: the file's certificates plus the bundled Mozilla roots,
+/// or with `platform-certs` the system's.
+fn root_certs_with(path: &Path) -> Result<ureq::tls::RootCerts, Error> {
+    let extra = read_ca_file(path)?;
+    let mut roots = base_roots();
+    let (bundled, added) = (roots.len(), extra.len());
+    roots.extend(extra);
+    info!(
+        ca_file = %path.display(),
+        certificates = added,
+        other_roots = bundled,
+        "trusting the CA file's certificates for HTTPS"
+    );
+    Ok(ureq::tls::RootCerts::new_with_certs(&roots))
+}
+
+#[cfg(not(feature = "platform-certs"))]
+fn base_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+        .collect()
+}
+
+#[cfg(feature = "platform-certs")]
+fn base_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        warn!(error = %e, "reading the system's root certificates");
+    }
+    found
+        .certs
+        .iter()
+        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+        .collect()
+}
+
+/// Every certificate of a PEM file, each checked to be usable as a trust anchor (rustls
+/// would otherwise skip a bad one silently and every handshake would fail later).
+fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let fail = |reason: String| Error::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    let mut certs = Vec::new();
+    for (i, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let der = der.map_err(|e| fail(format!("not valid PEM: {e}")))?;
+        rustls::RootCertStore::empty()
+            .add(der.clone())
+            .map_err(|e| {
+                fail(format!(
+                    "certificate {} is not a usable CA certificate: {e}",
+                    i + 1
+                ))
+            })?;
+        certs.push(ureq::tls::Certificate::from_der(der.as_ref()).to_owned());
+    }
+    if certs.is_empty() {
+        return Err(fail(
+            "no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".to_owned(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// A TLS failure, with what to do about a certificate that is not trusted.
+fn tls_message(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => format!(
+            "TLS: {e}: the server's certificate is not signed by a trusted root; for a private \
+             CA, trust its certificate with a CA file (ClientConfig::ca_file, BACKEND_CA_FILE)"
+        ),
+        _ => format!("TLS: {e}"),
     }
 }
 
@@ -670,6 +788,30 @@ mod tests {
             c.map(|c| c.base_url().to_owned()).ok().as_deref(),
             Some("https://grafolean.example.org/api")
         );
+    }
+
+    #[test]
+    fn test_ca_file_adds_to_the_other_roots() {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        let ca = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
+        let path = std::env::temp_dir().join(format!("grafolean-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, ca.pem()).unwrap_or_else(|e| panic!("{e}"));
+        let roots = root_certs_with(&path);
+        let _ = std::fs::remove_file(&path);
+        let base = base_roots();
+        #[cfg(not(feature = "platform-certs"))]
+        assert_eq!(base.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        match roots {
+            Ok(ureq::tls::RootCerts::Specific(certs)) => {
+                assert_eq!(certs.len(), base.len() + 1);
+                assert_eq!(certs.last().map(|c| c.der()), Some(ca.der().as_ref()));
+                assert!(certs.iter().zip(&base).all(|(a, b)| a.der() == b.der()));
+            }
+            other => panic!("expected specific roots, got {other:?}"),
+        }
     }
 
     #[test]

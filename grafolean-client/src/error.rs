@@ -2,12 +2,14 @@
 //!
 //! Every variant is something a caller acts on differently: stop and fix the token
 //! ([`Error::Unauthorized`]), skip a job and say why once ([`Error::Forbidden`]), drop a
-//! stale id ([`Error::NotFound`]), fix the request ([`Error::Rejected`]), or try again
+//! stale id ([`Error::NotFound`]), fix the request ([`Error::Rejected`]) or the settings
+//! ([`Error::Config`], [`Error::CaFile`]), or try again
 //! later ([`Error::Server`], [`Error::Transport`], [`Error::Timeout`]).
 //!
 //! No variant ever carries the bot token: resources are API paths without the query
 //! string, and any text that comes from the HTTP stack is redacted before it is stored.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::path::PathError;
@@ -109,6 +111,16 @@ pub enum Error {
     /// The client is misconfigured (e.g. `BACKEND_URL` is not an http(s) URL, no token).
     #[error("configuration: {0}")]
     Config(String),
+    /// The CA file ([`ClientConfig::ca_file`](crate::ClientConfig::ca_file), `BACKEND_CA_FILE`)
+    /// cannot be used: missing or unreadable, not PEM, no certificate in it, or a certificate
+    /// that cannot be a trust anchor. Fix the file or the setting; retrying does not help.
+    #[error("CA file {}: {reason}", path.display())]
+    CaFile {
+        /// The file as configured.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// [`Client::wait_until_ready`](crate::Client::wait_until_ready) gave up.
     #[error("Grafolean backend not ready after {waited:?}: {last}")]
     NotReady {

@@ -17,7 +17,11 @@
 //! * **No panics on network data**, and errors are an [`Error`] enum to act on:
 //!   [`Error::Unauthorized`] (bad token), [`Error::Forbidden`] (missing permission, e.g. an
 //!   account bot suggesting an entity), [`Error::NotFound`], [`Error::Rejected`] (400 with
-//!   the server's message), [`Error::Server`] (5xx), [`Error::Timeout`], [`Error::Transport`].
+//!   the server's message), [`Error::Server`] (5xx), [`Error::Timeout`], [`Error::Transport`]
+//!   (also an untrusted server certificate), [`Error::CaFile`] (a CA file that cannot be used).
+//! * **HTTPS** (`BACKEND_URL=https://...`) is verified against the bundled Mozilla roots, or
+//!   the system's with `platform-certs`; a self-hosted Grafolean with a private CA is trusted
+//!   by adding that CA's PEM file with [`ClientConfig::with_ca_file`] (`BACKEND_CA_FILE`).
 //!
 //! # Which call to use
 //!
@@ -73,7 +77,8 @@
 //!   backend for these calls (token check, permissions of systemwide and account bots, path
 //!   and value validation, 500 on a repeated path) with fault knobs, for end-to-end tests.
 //! * `platform-certs`: verify HTTPS servers with the operating system's certificate store.
-//!   Without it, HTTPS uses the bundled Mozilla roots (`webpki-roots`).
+//!   Without it, HTTPS uses the bundled Mozilla roots (`webpki-roots`). A
+//!   [`ClientConfig::ca_file`] adds to either.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]

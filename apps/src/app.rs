@@ -242,8 +242,7 @@ pub fn run_writer(cli: &WriterCli) -> Result<(), Error> {
 }
 
 fn client(args: &BackendArgs, url: &str) -> Result<Client, Error> {
-    let token = args.token()?;
-    Client::new(url, token).map_err(|e| Error::Setting("BACKEND_URL", e.to_string()))
+    args.client(url)
 }
 
 fn bot_config(args: &BackendArgs, once: bool) -> BotConfig {

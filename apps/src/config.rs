@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgMatches, Args};
-use grafolean_client::Token;
+use grafolean_client::{Client, ClientConfig, Token};
 use netflow_store::StoreConfig;
 
 use crate::Error;
@@ -307,6 +307,10 @@ pub struct BackendArgs {
     /// File holding the bot's token (used when BOT_TOKEN is unset).
     #[arg(long, env = "BOT_TOKEN_FROM_FILE")]
     pub bot_token_from_file: Option<PathBuf>,
+    /// PEM file of CA certificates to trust for an https:// BACKEND_URL in addition to the
+    /// bundled roots, e.g. the private CA of a self-hosted Grafolean.
+    #[arg(long, env = "BACKEND_CA_FILE")]
+    pub backend_ca_file: Option<PathBuf>,
     /// Seconds between re-reads of the jobs (accounts, entities, sensors) from Grafolean.
     #[arg(long, env = "JOBS_REFRESH_INTERVAL", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -320,6 +324,28 @@ impl BackendArgs {
             .as_deref()
             .map(str::trim)
             .filter(|u| !u.is_empty())
+    }
+
+    /// The client's settings: defaults, plus `BACKEND_CA_FILE` when set.
+    pub fn client_config(&self) -> ClientConfig {
+        let config = ClientConfig::default();
+        match &self.backend_ca_file {
+            Some(p) => config.with_ca_file(p),
+            None => config,
+        }
+    }
+
+    /// A Grafolean client for `url` with the token and [`client_config`](Self::client_config).
+    /// The error names the setting to fix: `BOT_TOKEN`, `BOT_TOKEN_FROM_FILE`,
+    /// `BACKEND_CA_FILE` (missing, unreadable or not PEM) or `BACKEND_URL`.
+    pub fn client(&self, url: &str) -> Result<Client, Error> {
+        let token = self.token()?;
+        Client::with_config(url, token, self.client_config()).map_err(|e| match e {
+            grafolean_client::Error::CaFile { .. } => {
+                Error::Setting("BACKEND_CA_FILE", e.to_string())
+            }
+            e => Error::Setting("BACKEND_URL", e.to_string()),
+        })
     }
 
     /// The token from `BOT_TOKEN` or `BOT_TOKEN_FROM_FILE`.
@@ -427,6 +453,75 @@ mod tests {
         };
         let e = p.path().expect_err("missing");
         assert!(e.to_string().contains("NAMED_PIPE_FILENAME"), "{e}");
+    }
+
+    #[derive(Parser, Debug)]
+    struct B {
+        #[command(flatten)]
+        b: BackendArgs,
+    }
+
+    #[test]
+    fn test_backend_ca_file_from_flag_and_dotenv_is_in_help() {
+        let help = <B as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--backend-ca-file"), "{help}");
+        assert!(help.contains("BACKEND_CA_FILE"), "{help}");
+        let t: B = parse_args_from(["x", "--backend-ca-file", "/etc/ca.pem"], &HashMap::new())
+            .expect("parse");
+        assert_eq!(
+            t.b.backend_ca_file.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        assert_eq!(
+            t.b.client_config().ca_file.as_deref(),
+            Some(Path::new("/etc/ca.pem"))
+        );
+        let t: B = parse_args_from(["x"], &HashMap::new()).expect("parse");
+        if std::env::var_os("BACKEND_CA_FILE").is_none() {
+            assert_eq!(t.b.client_config().ca_file, None);
+        }
+        if std::env::var_os("BACKEND_CA_FILE").is_none() {
+            let mut env = HashMap::new();
+            env.insert(
+                "BACKEND_CA_FILE".to_owned(),
+                "/srv/grafolean-ca.pem".to_owned(),
+            );
+            let t: B = parse_args_from(["x"], &env).expect("parse");
+            assert_eq!(
+                t.b.client_config().ca_file.as_deref(),
+                Some(Path::new("/srv/grafolean-ca.pem"))
+            );
+            // Empty is refused by clap, as for BOT_TOKEN_FROM_FILE.
+            env.insert("BACKEND_CA_FILE".to_owned(), String::new());
+            assert!(parse_args_from::<B, _, _>(["x"], &env).is_err());
+        }
+    }
+
+    #[test]
+    fn test_bad_backend_ca_file_names_the_setting_and_the_file() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join(format!("netflow-no-such-ca-{}.pem", std::process::id()));
+        let not_pem = dir.join(format!("netflow-not-pem-ca-{}.pem", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate\n").expect("write");
+        for path in [&missing, &not_pem] {
+            let args = BackendArgs {
+                backend_url: None,
+                bot_token: Some("2950cb50-8be5-4079-881e-312732065f11".to_owned()),
+                bot_token_from_file: None,
+                backend_ca_file: Some(path.clone()),
+                jobs_refresh_interval: 60,
+            };
+            let e = args
+                .client("https://127.0.0.1:1/api")
+                .expect_err("bad CA file");
+            assert!(matches!(e, Error::Setting("BACKEND_CA_FILE", _)), "{e:?}");
+            let shown = e.to_string();
+            assert!(shown.contains(&path.display().to_string()), "{shown}");
+            assert!(!shown.contains("2950cb50"), "{shown}");
+        }
+        let _ = std::fs::remove_file(&not_pem);
     }
 
     #[test]

@@ -297,6 +297,37 @@ fn postgres_restart_while_traffic_flows() {
     assert!(collector.stop().success());
 }
 
+/// Grafolean unreachable at start: the bot waits for it (backing off), and SIGTERM during that
+/// wait ends it at once with exit 0, not after the next poll (or never, as before).
+#[test]
+fn bot_stops_at_once_while_waiting_for_grafolean() {
+    let dir = TempDir::new("botwait");
+    let db = PgDb::new("botwait");
+    // A port nothing listens on: every readiness poll fails to connect.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut env = db.env();
+    env.push(("BACKEND_URL", format!("http://127.0.0.1:{closed}/api")));
+    env.push((
+        "BOT_TOKEN",
+        "00000000-0000-0000-0000-000000000000".to_owned(),
+    ));
+    let bot = Proc::start("netflow-bot", dir.path(), &env, &[]);
+    bot.wait_for("waiting for the Grafolean backend", Duration::from_secs(30));
+    // Let the backoff grow past a second or two.
+    thread::sleep(Duration::from_secs(3));
+    let asked = Instant::now();
+    let status = bot.stop();
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
+}
+
 /// Grafolean answers 500 for a while: the POST is retried with backoff and the values arrive;
 /// when it keeps failing, the window is not advanced and the next run covers it.
 #[test]

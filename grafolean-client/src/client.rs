@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -283,6 +284,23 @@ impl Client {
     /// Gives up with [`Error::NotReady`] after `give_up_after` (`None`: wait forever, as the
     /// original bot did).
     pub fn wait_until_ready(&self, give_up_after: Option<Duration>) -> Result<StatusInfo, Error> {
+        let never = AtomicBool::new(false);
+        let start = Instant::now();
+        self.wait_until_ready_or_stop(give_up_after, &never)?
+            .ok_or_else(|| Error::NotReady {
+                waited: start.elapsed(),
+                last: "stopped".to_owned(),
+            })
+    }
+
+    /// [`Client::wait_until_ready`] that also returns `Ok(None)` soon after `stop` is set (it
+    /// sleeps between polls in slices of at most 100 ms), so that a process asked to stop
+    /// while the backend is down exits at once instead of waiting for it.
+    pub fn wait_until_ready_or_stop(
+        &self,
+        give_up_after: Option<Duration>,
+        stop: &AtomicBool,
+    ) -> Result<Option<StatusInfo>, Error> {
         let start = Instant::now();
         let mut delay = self.config.backoff_initial;
         let mut polls: u64 = 0;
@@ -294,7 +312,7 @@ impl Client {
                         if polls > 1 {
                             info!(polls, waited = ?start.elapsed(), "Grafolean backend is ready");
                         }
-                        return Ok(s);
+                        return Ok(Some(s));
                     }
                     Ok(s) => {
                         let why = if s.db_migration_needed {
@@ -321,7 +339,16 @@ impl Client {
             {
                 return Err(Error::NotReady { waited, last: why });
             }
-            thread::sleep(delay);
+            let wake = Instant::now() + delay;
+            while let Some(left) = wake.checked_duration_since(Instant::now()) {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                thread::sleep(left.min(Duration::from_millis(100)));
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             delay = (delay * 2).min(self.config.backoff_max);
         }
     }

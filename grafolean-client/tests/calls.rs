@@ -484,3 +484,30 @@ fn test_wait_until_ready() -> R {
     assert!(s.server.requests().len() > polls_before + 1);
     Ok(())
 }
+
+#[test]
+fn test_wait_until_ready_returns_soon_after_stop() -> R {
+    // A backend that never becomes ready and a long backoff: without the stop flag the wait
+    // would sleep for tens of seconds between polls.
+    let s = setup(systemwide)?;
+    s.server.set_status(true, None);
+    let config = fast().with_backoff(Duration::from_secs(30), Duration::from_secs(60));
+    let c = Client::with_config(&s.server.url(), Token::new(&s.token)?, config)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let started = Instant::now();
+    let got = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        c.wait_until_ready_or_stop(None, &stop)
+    });
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // A backend that is ready is reported as such, the flag unset.
+    s.server.set_status(false, Some(true));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    assert!(c.wait_until_ready_or_stop(None, &stop)?.is_some());
+    Ok(())
+}

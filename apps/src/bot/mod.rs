@@ -453,7 +453,10 @@ impl Bot {
 
     /// Waits for the backend, then runs jobs and maintenance until `stop`.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), Error> {
-        self.client.wait_until_ready(None)?;
+        if self.client.wait_until_ready_or_stop(None, stop)?.is_none() {
+            info!("stopped while waiting for the Grafolean backend");
+            return Ok(());
+        }
         let profile = self.client.profile()?;
         info!(bot = %profile.user_id, "connected to Grafolean");
         self.refresh_jobs()?;

@@ -766,10 +766,21 @@ fn pmacct(dir: &TempDir, tag: &str, version: u64, sampling: Option<u32>) -> (Vec
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().expect("wait pmacctd") {
+            // pmacctd 1.7.7 races with its own plugin at the end of a savefile: when the
+            // plugin has flushed and exited before the core's last write, the core logs
+            // "connection lost to 'np-nfprobe'" and exits 1 (seen under load). The plugin's
+            // "Shutting down on user request" says it exported its cache; the flows are then
+            // checked against tshark and the traffic below, which is what matters.
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let plugin_flushed = said.contains("( np/nfprobe ): Shutting down on user request");
+            let benign_race = said.contains("connection lost to 'np-nfprobe'");
             assert!(
-                status.success(),
-                "pmacctd {tag}: {status}; it said:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                status.success() || (plugin_flushed && benign_race),
+                "pmacctd {tag}: {status}; it said:\n{said}"
+            );
+            assert!(
+                plugin_flushed,
+                "pmacctd {tag}: the plugin did not shut down cleanly:\n{said}"
             );
             break;
         }

@@ -98,28 +98,7 @@ fn upgrades_every_older_schema_in_place() {
                 (1, 1, if from >= 2 { 7 } else { 0 })
             );
             // the job recorded before version 5 gets the late flows written after the upgrade
-            let late = flow(T0 - 1, "192.0.2.1");
-            assert_eq!(
-                s.write_flows_report(&[late]).unwrap().late,
-                1,
-                "from {from}"
-            );
-            let mut got = Vec::new();
-            let w = s
-                .read_job_window(
-                    "1min",
-                    &[ip("192.0.2.1")],
-                    60_000_000,
-                    netflow_store::Fields::All,
-                    &mut |f| {
-                        got.push(*f);
-                        std::ops::ControlFlow::Continue(())
-                    },
-                )
-                .unwrap()
-                .unwrap();
-            assert_eq!((w.after, w.upto, w.late_flows), (T0, T0, 1), "from {from}");
-            assert!(got.contains(&late), "from {from}");
+            common::assert_upgraded_job_gets_late_flows(&mut s, T0, T0, from);
         }
         s.write_flows(&[flow(T0 + 1, "192.0.2.1")]).unwrap();
         assert_eq!(s.max_ts().unwrap(), Some(T0 + 1));

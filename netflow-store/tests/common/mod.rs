@@ -202,3 +202,39 @@ pub fn read(store: &mut dyn Store, exporters: &[IpAddr], after: i64, upto: i64) 
 pub fn read_all(store: &mut dyn Store, exporters: &[IpAddr]) -> Vec<Flow> {
     read(store, exporters, i64::MIN, i64::MAX)
 }
+
+/// After an upgrade: a job recorded before schema 5 (its window ending at `job_end`, the store's
+/// max ts `max_ts`) gets a late flow written now (ts `job_end - 1`) with its next window.
+pub fn assert_upgraded_job_gets_late_flows(
+    s: &mut dyn Store,
+    job_end: i64,
+    max_ts: i64,
+    from: u32,
+) {
+    let late = flow(job_end - 1, "192.0.2.1");
+    assert_eq!(
+        s.write_flows_report(&[late]).unwrap().late,
+        1,
+        "from {from}"
+    );
+    let mut got = Vec::new();
+    let w = s
+        .read_job_window(
+            "1min",
+            &[ip("192.0.2.1")],
+            60_000_000,
+            netflow_store::Fields::All,
+            &mut |f| {
+                got.push(*f);
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (w.after, w.upto, w.late_flows),
+        (job_end, max_ts, 1),
+        "from {from}"
+    );
+    assert!(got.contains(&late), "from {from}");
+}

@@ -198,6 +198,31 @@ pub struct JobWindow {
     pub late_flows: u64,
 }
 
+impl JobWindow {
+    /// The window `after < ts <= max(upto, after)` that read late batches up to `seq` (the
+    /// job's previous mark had `prev_seq`), with the mark that records both: one place for
+    /// every backend.
+    pub(crate) fn read(
+        after: i64,
+        upto: i64,
+        (prev_seq, seq): (i64, i64),
+        flows: u64,
+        late_flows: u64,
+    ) -> JobWindow {
+        let upto = upto.max(after);
+        JobWindow {
+            after,
+            upto,
+            mark: JobMark {
+                window_end: upto,
+                late_seq: seq.max(prev_seq),
+            },
+            flows,
+            late_flows,
+        }
+    }
+}
+
 /// What [`Store::expire`] / [`Store::expire_before`] removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -933,17 +933,13 @@ impl Store for PgStore {
                 late_flows = copy_out(&mut tx, types, &select, decode, &mut g)?;
             }
             tx.commit()?;
-            let upto = upto.max(after);
-            Ok(Some(JobWindow {
+            Ok(Some(JobWindow::read(
                 after,
                 upto,
-                mark: JobMark {
-                    window_end: upto,
-                    late_seq: seq.max(prev_seq),
-                },
+                (prev_seq, seq),
                 flows,
                 late_flows,
-            }))
+            )))
         })
     }
 

@@ -484,17 +484,13 @@ impl Store for SqliteStore {
             .0;
         }
         tx.commit()?;
-        let upto = upto.max(after);
-        Ok(Some(JobWindow {
+        Ok(Some(JobWindow::read(
             after,
             upto,
-            mark: JobMark {
-                window_end: upto,
-                late_seq: seq.max(prev_seq),
-            },
+            (prev_seq, seq),
             flows,
             late_flows,
-        }))
+        )))
     }
 
     fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError> {

@@ -14,6 +14,7 @@ pub mod decode;
 pub mod flowjson;
 pub mod frame;
 pub mod generator;
+pub mod query;
 pub mod spool;
 pub mod stats;
 pub mod writer;

@@ -49,6 +49,9 @@ pub enum StoreError {
         /// Newest version this build can apply.
         supported: u32,
     },
+    /// A [`crate::query::Query`] the backends cannot run (see [`crate::query::Query::validate`]).
+    #[error("invalid query: {0}")]
+    Query(&'static str),
 }
 
 impl StoreError {

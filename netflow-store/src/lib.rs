@@ -90,6 +90,10 @@ mod config;
 mod error;
 mod partition;
 mod postgres;
+pub mod query;
+mod query_pg;
+mod query_sql;
+mod query_sqlite;
 mod schema;
 mod sqlite;
 #[cfg(feature = "test-support")]
@@ -332,6 +336,15 @@ pub trait Store: Send + std::fmt::Debug {
     /// Retention: [`Store::expire_before`] the hour [`StoreConfig::retention_days`] days
     /// before `now_micros`.
     fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError>;
+
+    /// Runs a forensic query ([`query::Query`]) inside the database, handing each result row
+    /// to `f` as it is read (which may stop early with [`ControlFlow::Break`]), and returns the
+    /// totals of every flow the window and filter match. See [`query`].
+    fn query(
+        &mut self,
+        q: &query::Query,
+        f: &mut dyn FnMut(query::QueryRow<'_>) -> ControlFlow<()>,
+    ) -> Result<query::Totals, StoreError>;
 
     /// The schema version in the database (after opening: [`SCHEMA_VERSION`]).
     fn schema_version(&mut self) -> Result<u32, StoreError>;

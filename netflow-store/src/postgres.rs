@@ -171,7 +171,7 @@ fn copy_out(
     Ok(n)
 }
 
-fn micros_to_time(us: i64) -> Result<SystemTime, StoreError> {
+pub(crate) fn micros_to_time(us: i64) -> Result<SystemTime, StoreError> {
     let d = Duration::from_micros(us.unsigned_abs());
     let t = if us >= 0 {
         UNIX_EPOCH.checked_add(d)
@@ -181,7 +181,7 @@ fn micros_to_time(us: i64) -> Result<SystemTime, StoreError> {
     t.ok_or(StoreError::TimestampOutOfRange { ts_micros: us })
 }
 
-fn time_to_micros(t: SystemTime) -> Result<i64, StoreError> {
+pub(crate) fn time_to_micros(t: SystemTime) -> Result<i64, StoreError> {
     let us = match t.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_micros()).ok(),
         Err(e) => i64::try_from(e.duration().as_micros()).ok().map(|v| -v),
@@ -1016,6 +1016,17 @@ impl Store for PgStore {
 
     fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError> {
         self.expire_before(partition::retention_cutoff(now_micros, self.retention_days))
+    }
+
+    fn query(
+        &mut self,
+        q: &crate::query::Query,
+        f: &mut dyn FnMut(crate::query::QueryRow<'_>) -> ControlFlow<()>,
+    ) -> Result<crate::query::Totals, StoreError> {
+        q.validate()?;
+        let prefix = &self.sql.prefix;
+        self.conn
+            .run(|client, _| crate::query_pg::run(client, prefix, q, f))
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

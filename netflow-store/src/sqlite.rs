@@ -50,7 +50,11 @@ fn addr_bytes(ip: &IpAddr) -> ([u8; 16], usize) {
     }
 }
 
-fn addr_from_row(row: &Row<'_>, idx: usize, column: &'static str) -> Result<IpAddr, StoreError> {
+pub(crate) fn addr_from_row(
+    row: &Row<'_>,
+    idx: usize,
+    column: &'static str,
+) -> Result<IpAddr, StoreError> {
     let blob = row.get_ref(idx)?.as_blob().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e))
     })?;
@@ -70,7 +74,7 @@ fn int<T: TryFrom<i64>>(row: &Row<'_>, idx: usize, column: &'static str) -> Resu
     crate::from_db(column, row.get::<_, i64>(idx)?)
 }
 
-fn flow_from_row(row: &Row<'_>) -> Result<Flow, StoreError> {
+pub(crate) fn flow_from_row(row: &Row<'_>) -> Result<Flow, StoreError> {
     Ok(Flow {
         ts_micros: row.get(0)?,
         exporter: addr_from_row(row, 1, "exporter")?,
@@ -541,6 +545,15 @@ impl Store for SqliteStore {
 
     fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError> {
         self.expire_before(partition::retention_cutoff(now_micros, self.retention_days))
+    }
+
+    fn query(
+        &mut self,
+        q: &crate::query::Query,
+        f: &mut dyn FnMut(crate::query::QueryRow<'_>) -> ControlFlow<()>,
+    ) -> Result<crate::query::Totals, StoreError> {
+        q.validate()?;
+        crate::query_sqlite::run(&self.conn, &self.prefix, q, f)
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

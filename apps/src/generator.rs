@@ -94,6 +94,9 @@ pub struct Options {
     pub flows_per_packet: usize,
     /// v9: send the templates every this many datagrams (and in the first).
     pub template_every: u64,
+    /// Longest flow: each flow started up to this long before it is sent (0: every flow
+    /// starts and ends when sent, so tools that filter on flow times agree with receive times).
+    pub max_flow_duration: Duration,
 }
 
 impl Options {
@@ -129,6 +132,7 @@ impl Options {
             source_id: 1,
             flows_per_packet: 18,
             template_every: 20,
+            max_flow_duration: Duration::from_secs(30),
         }
     }
 }
@@ -240,7 +244,8 @@ fn make_flow(rng: &mut Rng, o: &Options, exporter: IpAddr, now_ms: u64) -> Optio
         (0, 0)
     };
     let bytes = 40 + rng.skewed(3_000_000);
-    let start = now_ms.saturating_sub(rng.below(30_000));
+    let longest = u64::try_from(o.max_flow_duration.as_millis()).unwrap_or(u64::MAX);
+    let start = now_ms.saturating_sub(rng.below(longest));
     Some(Flow {
         ts_micros: 0,
         exporter,

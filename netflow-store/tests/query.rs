@@ -58,9 +58,13 @@ fn flows() -> Vec<Flow> {
             let v6 = r % 5 == 0;
             let pick = |n: u64, shift: u32| (r >> shift) % n;
             let src: IpAddr = if v6 {
-                format!("2001:db8:{}::{}", pick(3, 8), pick(7, 12)).parse().unwrap()
+                format!("2001:db8:{}::{}", pick(3, 8), pick(7, 12))
+                    .parse()
+                    .unwrap()
             } else {
-                format!("10.{}.{}.{}", pick(2, 8), pick(3, 10), pick(9, 14)).parse().unwrap()
+                format!("10.{}.{}.{}", pick(2, 8), pick(3, 10), pick(9, 14))
+                    .parse()
+                    .unwrap()
             };
             let dst: IpAddr = if v6 {
                 format!("2001:db8:ff::{}", pick(4, 18)).parse().unwrap()
@@ -69,7 +73,9 @@ fn flows() -> Vec<Flow> {
             };
             as_stored(&Flow {
                 ts_micros: T0 + i64::try_from(i).unwrap() * 12_000_000 + (r % 1000) as i64,
-                exporter: if r % 3 == 0 { "127.0.0.1" } else { "127.0.0.2" }.parse().unwrap(),
+                exporter: if r % 3 == 0 { "127.0.0.1" } else { "127.0.0.2" }
+                    .parse()
+                    .unwrap(),
                 input_if: pick(4, 20) as u32 + 1,
                 output_if: pick(3, 22) as u32 + 1,
                 direction: (pick(2, 24)) as u8,
@@ -119,14 +125,22 @@ fn matches(e: &Expr, f: &Flow) -> bool {
             Pred::Addr { side: s, nets } => side(*s, f.src_addr, f.dst_addr)
                 .into_iter()
                 .any(|a| nets.iter().any(|n| in_net(a, n))),
-            Pred::Port { side: s, cmp: c, port } => side(*s, f.src_port, f.dst_port)
+            Pred::Port {
+                side: s,
+                cmp: c,
+                port,
+            } => side(*s, f.src_port, f.dst_port)
                 .into_iter()
                 .any(|p| cmp(*c, p.into(), (*port).into())),
             Pred::PortIn { side: s, ports } => side(*s, f.src_port, f.dst_port)
                 .into_iter()
                 .any(|p| ports.contains(&p)),
             Pred::Protocol(n) => f.protocol == *n,
-            Pred::Interface { side: s, cmp: c, index } => {
+            Pred::Interface {
+                side: s,
+                cmp: c,
+                index,
+            } => {
                 let v = match s {
                     IfSide::In => vec![f.input_if],
                     IfSide::Out => vec![f.output_if],
@@ -136,7 +150,11 @@ fn matches(e: &Expr, f: &Flow) -> bool {
             }
             Pred::Exporter(n) => in_net(f.exporter, n),
             Pred::Flags(m) => f.tcp_flags & m == *m,
-            Pred::Counter { counter, cmp: c, value } => {
+            Pred::Counter {
+                counter,
+                cmp: c,
+                value,
+            } => {
                 let v = match counter {
                     Counter::Bytes => f.bytes,
                     Counter::Packets => f.packets,
@@ -180,7 +198,11 @@ fn reference(q: &Query, all: &[Flow]) -> (Vec<Row>, Vec<Flow>, Totals) {
     match &q.output {
         Output::Flows { limit } => {
             let mut v: Vec<Flow> = hit.into_iter().copied().collect();
-            v.sort_by(|a, b| b.ts_micros.cmp(&a.ts_micros).then(a.exporter.cmp(&b.exporter)));
+            v.sort_by(|a, b| {
+                b.ts_micros
+                    .cmp(&a.ts_micros)
+                    .then(a.exporter.cmp(&b.exporter))
+            });
             v.truncate(limit.map_or(usize::MAX, |l| l as usize));
             (Vec::new(), v, totals)
         }
@@ -256,39 +278,105 @@ fn filters() -> Vec<Option<Expr>> {
     let not = |a| Expr::Not(Box::new(a));
     vec![
         None,
-        Some(pred(Pred::Addr { side: Side::Src, nets: vec![net("10.1.2.3")] })),
-        Some(pred(Pred::Addr { side: Side::Either, nets: vec![net("192.0.2.3"), net("2001:db8:ff::1")] })),
-        Some(pred(Pred::Addr { side: Side::Dst, nets: vec![net("192.0.2.0/30")] })),
-        Some(pred(Pred::Addr { side: Side::Src, nets: vec![net("2001:db8:1::/48")] })),
-        Some(pred(Pred::Addr { side: Side::Either, nets: vec![net("10.0.0.0/9")] })),
+        Some(pred(Pred::Addr {
+            side: Side::Src,
+            nets: vec![net("10.1.2.3")],
+        })),
+        Some(pred(Pred::Addr {
+            side: Side::Either,
+            nets: vec![net("192.0.2.3"), net("2001:db8:ff::1")],
+        })),
+        Some(pred(Pred::Addr {
+            side: Side::Dst,
+            nets: vec![net("192.0.2.0/30")],
+        })),
+        Some(pred(Pred::Addr {
+            side: Side::Src,
+            nets: vec![net("2001:db8:1::/48")],
+        })),
+        Some(pred(Pred::Addr {
+            side: Side::Either,
+            nets: vec![net("10.0.0.0/9")],
+        })),
         Some(and(
-            pred(Pred::Addr { side: Side::Src, nets: vec![net("10.0.1.5")] }),
-            pred(Pred::Port { side: Side::Dst, cmp: Cmp::Eq, port: 443 }),
+            pred(Pred::Addr {
+                side: Side::Src,
+                nets: vec![net("10.0.1.5")],
+            }),
+            pred(Pred::Port {
+                side: Side::Dst,
+                cmp: Cmp::Eq,
+                port: 443,
+            }),
         )),
-        Some(pred(Pred::Port { side: Side::Either, cmp: Cmp::Gt, port: 1023 })),
-        Some(pred(Pred::Port { side: Side::Src, cmp: Cmp::Ne, port: 443 })),
-        Some(pred(Pred::PortIn { side: Side::Either, ports: vec![22, 53] })),
+        Some(pred(Pred::Port {
+            side: Side::Either,
+            cmp: Cmp::Gt,
+            port: 1023,
+        })),
+        Some(pred(Pred::Port {
+            side: Side::Src,
+            cmp: Cmp::Ne,
+            port: 443,
+        })),
+        Some(pred(Pred::PortIn {
+            side: Side::Either,
+            ports: vec![22, 53],
+        })),
         Some(pred(Pred::Protocol(17))),
-        Some(pred(Pred::Interface { side: IfSide::Either, cmp: Cmp::Le, index: 1 })),
-        Some(pred(Pred::Interface { side: IfSide::Out, cmp: Cmp::Eq, index: 2 })),
+        Some(pred(Pred::Interface {
+            side: IfSide::Either,
+            cmp: Cmp::Le,
+            index: 1,
+        })),
+        Some(pred(Pred::Interface {
+            side: IfSide::Out,
+            cmp: Cmp::Eq,
+            index: 2,
+        })),
         Some(pred(Pred::Exporter(net("127.0.0.1")))),
         Some(and(pred(Pred::Protocol(6)), pred(Pred::Flags(0x12)))),
         Some(not(pred(Pred::Flags(0x10)))),
-        Some(pred(Pred::Counter { counter: Counter::Bytes, cmp: Cmp::Gt, value: 4000 })),
-        Some(pred(Pred::Counter { counter: Counter::Packets, cmp: Cmp::Lt, value: 5 })),
-        Some(pred(Pred::Counter { counter: Counter::Bytes, cmp: Cmp::Gt, value: u64::MAX })),
+        Some(pred(Pred::Counter {
+            counter: Counter::Bytes,
+            cmp: Cmp::Gt,
+            value: 4000,
+        })),
+        Some(pred(Pred::Counter {
+            counter: Counter::Packets,
+            cmp: Cmp::Lt,
+            value: 5,
+        })),
+        Some(pred(Pred::Counter {
+            counter: Counter::Bytes,
+            cmp: Cmp::Gt,
+            value: u64::MAX,
+        })),
         Some(pred(Pred::Family(Family::V6))),
         Some(or(
             and(pred(Pred::Family(Family::V4)), not(pred(Pred::Protocol(1)))),
-            pred(Pred::Port { side: Side::Dst, cmp: Cmp::Ge, port: 8080 }),
+            pred(Pred::Port {
+                side: Side::Dst,
+                cmp: Cmp::Ge,
+                port: 8080,
+            }),
         )),
     ]
 }
 
 fn outputs() -> Vec<Output> {
-    let g = |keys: Vec<Key>, either, order, limit| Output::Groups { keys, either, order, limit };
+    let g = |keys: Vec<Key>, either, order, limit| Output::Groups {
+        keys,
+        either,
+        order,
+        limit,
+    };
     let k = Key::of;
-    let masked = Key { field: Field::SrcAddr, v4_bits: 16, v6_bits: 40 };
+    let masked = Key {
+        field: Field::SrcAddr,
+        v4_bits: 16,
+        v6_bits: 40,
+    };
     vec![
         Output::Flows { limit: None },
         Output::Flows { limit: Some(7) },
@@ -303,14 +391,25 @@ fn outputs() -> Vec<Output> {
         g(vec![k(Field::OutputIf)], None, Order::Flows, None),
         g(vec![k(Field::Exporter)], None, Order::Bytes, None),
         g(
-            [Field::SrcAddr, Field::DstAddr, Field::SrcPort, Field::DstPort, Field::Protocol]
-                .map(k)
-                .to_vec(),
+            [
+                Field::SrcAddr,
+                Field::DstAddr,
+                Field::SrcPort,
+                Field::DstPort,
+                Field::Protocol,
+            ]
+            .map(k)
+            .to_vec(),
             None,
             Order::Bytes,
             Some(10),
         ),
-        g(vec![masked, k(Field::DstAddr)], None, Order::Flows, Some(20)),
+        g(
+            vec![masked, k(Field::DstAddr)],
+            None,
+            Order::Flows,
+            Some(20),
+        ),
     ]
 }
 
@@ -327,7 +426,12 @@ fn queries_equal_the_reference(s: &mut dyn Store) {
     for (from, to) in windows {
         for filter in filters() {
             for output in outputs() {
-                let q = Query { from_micros: from, to_micros: to, filter: filter.clone(), output };
+                let q = Query {
+                    from_micros: from,
+                    to_micros: to,
+                    filter: filter.clone(),
+                    output,
+                };
                 let want = reference(&q, &all);
                 let got = run(s, &q);
                 assert_eq!(got, want, "{q:?}");
@@ -336,7 +440,10 @@ fn queries_equal_the_reference(s: &mut dyn Store) {
             }
         }
     }
-    assert!(nonempty > checked / 2, "{nonempty} of {checked} queries matched something");
+    assert!(
+        nonempty > checked / 2,
+        "{nonempty} of {checked} queries matched something"
+    );
 }
 
 fn flows_come_newest_first_and_stop_on_break(s: &mut dyn Store) {
@@ -354,7 +461,11 @@ fn flows_come_newest_first_and_stop_on_break(s: &mut dyn Store) {
             if let QueryRow::Flow(f) = r {
                 seen.push(f.ts_micros);
             }
-            if seen.len() == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if seen.len() == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
     let mut newest: Vec<i64> = all.iter().map(|f| f.ts_micros).collect();
@@ -365,14 +476,33 @@ fn flows_come_newest_first_and_stop_on_break(s: &mut dyn Store) {
 }
 
 fn invalid_queries_are_refused(s: &mut dyn Store) {
-    let q = |output, filter| Query { from_micros: T0, to_micros: T0 + HOUR, filter, output };
+    let q = |output, filter| Query {
+        from_micros: T0,
+        to_micros: T0 + HOUR,
+        filter,
+        output,
+    };
     for bad in [
-        q(Output::Groups { keys: vec![], either: None, order: Order::Flows, limit: None }, None),
+        q(
+            Output::Groups {
+                keys: vec![],
+                either: None,
+                order: Order::Flows,
+                limit: None,
+            },
+            None,
+        ),
         q(
             Output::Flows { limit: None },
-            Some(pred(Pred::PortIn { side: Side::Src, ports: vec![1; 1001] })),
+            Some(pred(Pred::PortIn {
+                side: Side::Src,
+                ports: vec![1; 1001],
+            })),
         ),
-        Query { from_micros: T0 + 2 * HOUR, ..q(Output::Flows { limit: None }, None) },
+        Query {
+            from_micros: T0 + 2 * HOUR,
+            ..q(Output::Flows { limit: None }, None)
+        },
     ] {
         let r = s.query(&bad, &mut |_| ControlFlow::Continue(()));
         assert!(matches!(r, Err(StoreError::Query(_))), "{bad:?}: {r:?}");

@@ -60,6 +60,10 @@ struct Args {
     /// Flows per datagram (v5: at most 30).
     #[arg(long, default_value_t = 18)]
     flows_per_packet: usize,
+    /// Longest flow duration in seconds (each flow starts up to this long before it is sent;
+    /// 0: flows start and end when sent).
+    #[arg(long, default_value_t = 30.0)]
+    max_flow_duration: f64,
     /// Print every flow sent as a JSON line on stdout.
     #[arg(long)]
     print: bool,
@@ -83,6 +87,9 @@ fn main() -> ExitCode {
         .map(Duration::from_secs_f64);
     o.seed = a.seed;
     o.flows_per_packet = a.flows_per_packet;
+    if a.max_flow_duration.is_finite() && a.max_flow_duration >= 0.0 {
+        o.max_flow_duration = Duration::from_secs_f64(a.max_flow_duration);
+    }
     let stop = match netflow_apps::app::stop_flag() {
         Ok(s) => s,
         Err(e) => return netflow_apps::app::exit_code("netflow-generate", Err(e)),

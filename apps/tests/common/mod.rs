@@ -130,6 +130,7 @@ pub fn bin(name: &str) -> PathBuf {
         "netflow-writer" => PathBuf::from(env!("CARGO_BIN_EXE_netflow-writer")),
         "netflow-bot" => PathBuf::from(env!("CARGO_BIN_EXE_netflow-bot")),
         "netflow-generate" => PathBuf::from(env!("CARGO_BIN_EXE_netflow-generate")),
+        "netflow-query" => PathBuf::from(env!("CARGO_BIN_EXE_netflow-query")),
         other => panic!("unknown binary {other}"),
     }
 }

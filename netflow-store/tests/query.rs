@@ -55,7 +55,7 @@ fn flows() -> Vec<Flow> {
     (0..900)
         .map(|i| {
             let r = rng(&mut s);
-            let v6 = r % 5 == 0;
+            let v6 = r.is_multiple_of(5);
             let pick = |n: u64, shift: u32| (r >> shift) % n;
             let src: IpAddr = if v6 {
                 format!("2001:db8:{}::{}", pick(3, 8), pick(7, 12))
@@ -72,8 +72,8 @@ fn flows() -> Vec<Flow> {
                 format!("192.0.2.{}", pick(6, 18)).parse().unwrap()
             };
             as_stored(&Flow {
-                ts_micros: T0 + i64::try_from(i).unwrap() * 12_000_000 + (r % 1000) as i64,
-                exporter: if r % 3 == 0 { "127.0.0.1" } else { "127.0.0.2" }
+                ts_micros: T0 + i64::from(i) * 12_000_000 + (r % 1000) as i64,
+                exporter: if r.is_multiple_of(3) { "127.0.0.1" } else { "127.0.0.2" }
                     .parse()
                     .unwrap(),
                 input_if: pick(4, 20) as u32 + 1,

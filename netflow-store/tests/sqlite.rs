@@ -62,7 +62,7 @@ fn upgrades_every_older_schema_in_place() {
         if from >= 1 {
             c.execute_batch(&format!(
                 "INSERT INTO netflow_flows VALUES ({T0}, x'c0000201', 1, 2, 0, 6, x'0a000001', x'0a000002', 1234, 443, 1000, 2, 0);
-                 INSERT INTO netflow_bot_jobs VALUES ('1min', {T0});"
+                 INSERT INTO netflow_bot_jobs (job_id, last_window_end) VALUES ('1min', {T0});"
             ))
             .unwrap();
         }

@@ -370,7 +370,7 @@ impl Writer {
     }
 
     fn write(&mut self, flows: &[Flow]) -> Write {
-        match self.store.write_flows_report(flows) {
+        match self.store.write_flows(flows) {
             Ok(written) => {
                 stats::add(&self.counters.flows_stored, flows.len() as u64);
                 stats::add(&self.counters.flows_late, written.late);

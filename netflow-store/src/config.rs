@@ -36,7 +36,7 @@ pub struct StoreConfig {
     /// Flows older than this many days are forgotten by [`crate::Store::expire`]
     /// (default [`DEFAULT_RETENTION_DAYS`]).
     pub retention_days: u32,
-    /// Hourly partitions that [`crate::Store::ensure_partitions`] creates after the current hour
+    /// Hourly partitions that [`crate::PgStore::ensure_partitions`] creates after the current hour
     /// (default [`DEFAULT_PARTITIONS_AHEAD`]). PostgreSQL only.
     pub partitions_ahead: u32,
 }

@@ -14,7 +14,7 @@
 //! * Late flows: a flow written after a job already sent the window its `ts` falls in (a
 //!   pending data set released by a late template, up to 10 minutes later; a writer draining
 //!   its spool after an outage; a second writer; an exporter's clock) is folded into that
-//!   job's next window, once (see [`Store::read_job_window`]). Grafolean stamps each value
+//!   job's next window, once (see [`netflow_store::jobs::read_window`]). Grafolean stamps each value
 //!   with its arrival time and takes no timestamp, so a second POST for an old window would be
 //!   a second point, not a correction: the late bytes are counted in the next point of every
 //!   interval instead, and the totals over time stay exact. They are counted in the stats
@@ -113,7 +113,7 @@ pub enum JobOutcome {
 }
 
 /// Aggregates the next window of one job, with the late flows it missed, and returns it with
-/// what [`Store::read_job_window`] read (the mark to record once it is sent), without sending.
+/// what [`netflow_store::jobs::read_window`] read (the mark to record once it is sent), without sending.
 pub fn aggregate_window(
     store: &mut dyn Store,
     job: &str,
@@ -123,7 +123,14 @@ pub fn aggregate_window(
     let period = i64::try_from(interval.secs()).unwrap_or(60) * 1_000_000;
     let mut read = None;
     let w = aggregate_flows(|f| {
-        read = store.read_job_window(job, exporters, period, Fields::Aggregation, f)?;
+        read = netflow_store::jobs::read_window(
+            store,
+            job,
+            exporters,
+            period,
+            Fields::Aggregation,
+            f,
+        )?;
         Ok::<_, StoreError>(read.map_or(0, |r| r.flows + r.late_flows))
     })?;
     Ok(read.map(|r| (w, r)))

@@ -55,6 +55,8 @@ counters! {
     post_errors: "failed values POSTs (after retries)",
     jobs_run: "aggregation jobs run",
     late_flows_aggregated: "late flows folded into a job's next window (once per job)",
+    posts_outcome_unknown: "values POSTs that timed out or lost the connection after sending: maybe stored, not sent again",
+    values_outcome_unknown: "values in those POSTs",
 }
 
 /// Per exporter counters (the writer's view).

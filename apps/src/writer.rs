@@ -85,7 +85,7 @@ pub struct Writer {
     exporters: HashMap<IpAddr, ExporterDelta>,
     counters: Arc<Counters>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: crate::backoff::Backoff,
     saved_templates: Vec<u8>,
     templates_checked: Instant,
     warn_decode: RateLimit,
@@ -168,7 +168,7 @@ impl Writer {
             exporters: HashMap::new(),
             counters,
             retry_at: None,
-            backoff: Duration::from_millis(500),
+            backoff: crate::backoff::store_backoff(),
             saved_templates: saved,
             templates_checked: Instant::now(),
             warn_decode: RateLimit::new(period),
@@ -316,11 +316,10 @@ impl Writer {
         }
         if self.drain() {
             self.retry_at = None;
-            self.backoff = Duration::from_millis(500);
+            self.backoff.reset();
             self.write_exporters();
         } else {
-            self.retry_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         }
         self.enforce_memory_bound();
         stats::add(&self.counters.flows_buffered, 0);

@@ -44,9 +44,10 @@
 //!
 //! # Choosing a backend
 //!
-//! [`open`] picks one from a [`StoreConfig`]: `postgres://…` URLs (or the original bot's
-//! `DB_HOST`/`DB_DATABASE`/`DB_USERNAME`/`DB_PASSWORD`, see [`StoreConfig::from_db_env`]) give
-//! PostgreSQL, anything else an SQLite file. SQLite suits one writer and tens of thousands of
+//! [`open`] picks one from a [`StoreConfig`]: `postgres://…` URLs (or host, database, user and
+//! password, [`StoreConfig::postgres`]) give PostgreSQL, anything else an SQLite file. This
+//! crate reads no environment: the binaries map their settings (`DB_HOST`, …) onto a
+//! `StoreConfig`. SQLite suits one writer and tens of thousands of
 //! flows per second; PostgreSQL takes hundreds of thousands per second (see `benches/README.md`)
 //! and several writers.
 //!

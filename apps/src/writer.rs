@@ -92,6 +92,9 @@ pub struct Writer {
     warn_db: RateLimit,
     warn_drop: RateLimit,
     warn_seq: RateLimit,
+    warn_evict: RateLimit,
+    /// The decoder's eviction count already added to the counters.
+    evicted_seen: u64,
 }
 
 fn reason(e: &DecodeError) -> &'static str {
@@ -175,6 +178,8 @@ impl Writer {
             warn_db: RateLimit::new(period),
             warn_drop: RateLimit::new(period),
             warn_seq: RateLimit::new(period),
+            warn_evict: RateLimit::new(period),
+            evicted_seen: 0,
         }
     }
 
@@ -275,6 +280,14 @@ impl Writer {
             x.lost_flows += lost;
         } else {
             x.lost_packets += lost;
+        }
+        let evicted = self.decoder.exporters_evicted() - self.evicted_seen;
+        if evicted > 0 {
+            self.evicted_seen += evicted;
+            stats::add(&c.exporters_evicted, evicted);
+            if let Some(suppressed) = self.warn_evict.allow() {
+                warn!(%exporter, evicted, suppressed, "template cache full: the exporter seen least recently was evicted (its data waits for its next template refresh)");
+            }
         }
         if self.batch_started.is_none() && !self.batch.is_empty() {
             self.batch_started = Some(Instant::now());

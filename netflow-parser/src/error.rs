@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use crate::cache::TemplateKey;
+use crate::key::TemplateKey;
 
 /// Why bytes could not be decoded, or why a template was refused.
 ///

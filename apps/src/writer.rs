@@ -107,7 +107,6 @@ fn reason(e: &DecodeError) -> &'static str {
         DecodeError::ReservedSetId { .. } => "reserved_set_id",
         DecodeError::BadTemplate { .. } => "bad_template",
         DecodeError::LimitExceeded { .. } => "limit_exceeded",
-        DecodeError::TemplateMissing { .. } => "template_missing",
         DecodeError::PendingDropped { .. } => "pending_dropped",
         DecodeError::RecordOverrun { .. } => "record_overrun",
         DecodeError::TrailingBytes { .. } => "trailing_bytes",
@@ -217,15 +216,12 @@ impl Writer {
             }
             self.batch.push(f);
         });
+        stats::add(&c.template_misses, decoded.waiting().len() as u64);
         for e in decoded.issues() {
-            match e {
-                DecodeError::TemplateMissing { .. } => stats::add(&c.template_misses, 1),
-                DecodeError::PendingDropped { .. } => {
-                    stats::add(&c.sets_lost, 1);
-                    c.decode_error(reason(e));
-                }
-                e => c.decode_error(reason(e)),
+            if let DecodeError::PendingDropped { .. } = e {
+                stats::add(&c.sets_lost, 1);
             }
+            c.decode_error(reason(e));
         }
         let expired = decoded.expired().len() as u64;
         if expired > 0 {

@@ -9,7 +9,7 @@ use crate::error::DecodeError;
 use crate::flow::Flow;
 use crate::header::{FlowContext, Header};
 use crate::options::DomainKey;
-use crate::pending::ExpiredSet;
+use crate::pending::{ExpiredSet, WaitingSet};
 use crate::record::{Record, Records};
 use crate::template::{self, Template};
 use crate::v5;
@@ -78,11 +78,19 @@ impl<'a> Decoded<'a> {
         Flows { sets, current }
     }
 
-    /// Per-set problems: bad templates, limits hit, reserved set ids, sets waiting for their
-    /// template ([`DecodeError::TemplateMissing`]) or dropped, trailing bytes, a set length that
-    /// ended framing early.
+    /// Per-set problems, each a loss or a framing error: bad templates, limits hit, reserved
+    /// set ids, sets dropped because the pending buffer could not keep them, trailing bytes, a
+    /// set length that ended framing early. Sets merely waiting for their template are not
+    /// here but in [`Decoded::waiting`].
     pub fn issues(&self) -> &'a [DecodeError] {
         &self.decoder.issues
+    }
+
+    /// Data sets of this datagram kept pending because their template is not known yet (after
+    /// a restart, data usually comes before the next template refresh). Not lost: they are
+    /// decoded when the template arrives, or reported by [`Decoded::expired`] of a later call.
+    pub fn waiting(&self) -> &'a [WaitingSet] {
+        &self.decoder.waiting
     }
 
     /// Data records of data templates (flows) carried by this datagram itself, not counting

@@ -8,7 +8,7 @@ use crate::error::DecodeError;
 use crate::header::FlowContext;
 use crate::ipfix::{self, IpfixPacket};
 use crate::options::{DomainInfo, DomainKey, OptionsState};
-use crate::pending::{Deferred, ExpiredSet, PendingBuffer};
+use crate::pending::{Deferred, ExpiredSet, PendingBuffer, WaitingSet};
 use crate::record::Records;
 use crate::template::{self, Template, TemplateRecord};
 use crate::v5::V5Packet;
@@ -26,6 +26,7 @@ pub struct Decoder {
     pub(crate) cache: TemplateCache,
     pub(crate) pending: PendingBuffer,
     pub(crate) issues: Vec<DecodeError>,
+    pub(crate) waiting: Vec<WaitingSet>,
     pub(crate) options: OptionsState,
     pub(crate) data_records: u32,
     pub(crate) options_records: u32,
@@ -120,6 +121,7 @@ impl Decoder {
     ) -> Result<Decoded<'a>, DecodeError> {
         let exporter = exporter.into();
         self.issues.clear();
+        self.waiting.clear();
         self.pending.clear_outcomes();
         self.pending.expire_old(ts_micros, self.cache.limits());
         let version = match datagram {
@@ -309,18 +311,17 @@ impl Decoder {
     /// Keeps a data set whose template is unknown, within the pending buffer's caps.
     fn defer(&mut self, key: TemplateKey, ctx: FlowContext, set: &Set<'_>) {
         let limits = *self.cache.limits();
-        let issue = match self.pending.defer(key, ctx, set.offset, set.body, &limits) {
-            Deferred::Kept => DecodeError::TemplateMissing {
+        match self.pending.defer(key, ctx, set.offset, set.body, &limits) {
+            Deferred::Kept => self.waiting.push(WaitingSet {
                 offset: set.offset,
                 key,
-            },
-            Deferred::Dropped => DecodeError::PendingDropped {
+            }),
+            Deferred::Dropped => self.issues.push(DecodeError::PendingDropped {
                 offset: set.offset,
                 key,
                 bytes: set.body.len(),
-            },
-        };
-        self.issues.push(issue);
+            }),
+        }
     }
 }
 

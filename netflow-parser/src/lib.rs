@@ -9,10 +9,10 @@
 //!   computed once per template ([`Template`]), not decoded eagerly.
 //! * **No heap allocation per packet** once an exporter's templates are cached: [`Decoder::decode`]
 //!   reuses its buffers, and iterating records or building [`Flow`]s allocates nothing.
-//! * **Nothing lost silently**: a data set whose template is unknown is kept pending and decoded
-//!   when the template arrives; one that waits in vain is reported ([`Decoded::expired`]); every
-//!   other problem is a typed [`DecodeError`] in [`Decoded::issues`], per set, while the rest of
-//!   the datagram is still decoded.
+//! * **Nothing lost silently**: a data set whose template is unknown is kept pending
+//!   ([`Decoded::waiting`]) and decoded when the template arrives; one that waits in vain is
+//!   reported ([`Decoded::expired`]); every loss or framing problem is a typed [`DecodeError`]
+//!   in [`Decoded::issues`], per set, while the rest of the datagram is still decoded.
 //! * **Bounded state**: templates per exporter, exporters, fields per template and the pending
 //!   buffer all have limits ([`Limits`]). A full cache evicts the exporter seen least recently
 //!   (counted: [`Decoder::exporters_evicted`]) rather than lock new exporters out; what that
@@ -95,7 +95,7 @@ pub use flow::Flow;
 pub use header::{FlowContext, Header};
 pub use ipfix::IpfixPacket;
 pub use options::{DomainInfo, DomainKey, InterfaceName};
-pub use pending::{ExpiredSet, ExpiryReason};
+pub use pending::{ExpiredSet, ExpiryReason, WaitingSet};
 pub use record::{Fields, Record, Records};
 pub use sequence::{SequenceEvent, SequenceKey, SequenceStats, SequenceTracker, Units};
 pub use template::{Template, TemplateKind};

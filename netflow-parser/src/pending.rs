@@ -44,6 +44,18 @@ pub struct ExpiredSet {
     pub reason: ExpiryReason,
 }
 
+/// A data set of this datagram whose template is not known yet: kept in the pending buffer
+/// and decoded when the template arrives, or reported in [`Decoded::expired`](crate::Decoded::expired)
+/// if it waits in vain. Not a loss (yet), so not a [`DecodeError`](crate::DecodeError): see
+/// [`Decoded::waiting`](crate::Decoded::waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitingSet {
+    /// Offset of the set header in the datagram.
+    pub offset: usize,
+    /// The template it waits for.
+    pub key: TemplateKey,
+}
+
 /// Whether a set could be kept ([`PendingBuffer::defer`]).
 pub(crate) enum Deferred {
     Kept,

@@ -44,6 +44,7 @@ counters! {
     flows_decoded: "normalized flows decoded",
     template_misses: "data sets that arrived before their template (kept pending)",
     sets_lost: "data sets lost (template never came or pending buffer full)",
+    exporters_evicted: "exporters whose templates were evicted from the full template cache (least recently seen first) to admit a new exporter",
     sequence_lost: "units (v5 flows, v9 packets) missing in exporters' sequence numbers",
     flows_stored: "flows written to the store",
     flows_late: "flows stored out of order (ts at or before the newest stored ts): the bot folds those its jobs already missed into their next windows",

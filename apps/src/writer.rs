@@ -92,6 +92,9 @@ pub struct Writer {
     warn_db: RateLimit,
     warn_drop: RateLimit,
     warn_seq: RateLimit,
+    warn_evict: RateLimit,
+    /// The decoder's eviction count already added to the counters.
+    evicted_seen: u64,
 }
 
 fn reason(e: &DecodeError) -> &'static str {
@@ -104,7 +107,6 @@ fn reason(e: &DecodeError) -> &'static str {
         DecodeError::ReservedSetId { .. } => "reserved_set_id",
         DecodeError::BadTemplate { .. } => "bad_template",
         DecodeError::LimitExceeded { .. } => "limit_exceeded",
-        DecodeError::TemplateMissing { .. } => "template_missing",
         DecodeError::PendingDropped { .. } => "pending_dropped",
         DecodeError::RecordOverrun { .. } => "record_overrun",
         DecodeError::TrailingBytes { .. } => "trailing_bytes",
@@ -175,6 +177,8 @@ impl Writer {
             warn_db: RateLimit::new(period),
             warn_drop: RateLimit::new(period),
             warn_seq: RateLimit::new(period),
+            warn_evict: RateLimit::new(period),
+            evicted_seen: 0,
         }
     }
 
@@ -212,15 +216,12 @@ impl Writer {
             }
             self.batch.push(f);
         });
+        stats::add(&c.template_misses, decoded.waiting().len() as u64);
         for e in decoded.issues() {
-            match e {
-                DecodeError::TemplateMissing { .. } => stats::add(&c.template_misses, 1),
-                DecodeError::PendingDropped { .. } => {
-                    stats::add(&c.sets_lost, 1);
-                    c.decode_error(reason(e));
-                }
-                e => c.decode_error(reason(e)),
+            if let DecodeError::PendingDropped { .. } = e {
+                stats::add(&c.sets_lost, 1);
             }
+            c.decode_error(reason(e));
         }
         let expired = decoded.expired().len() as u64;
         if expired > 0 {
@@ -275,6 +276,14 @@ impl Writer {
             x.lost_flows += lost;
         } else {
             x.lost_packets += lost;
+        }
+        let evicted = self.decoder.exporters_evicted() - self.evicted_seen;
+        if evicted > 0 {
+            self.evicted_seen += evicted;
+            stats::add(&c.exporters_evicted, evicted);
+            if let Some(suppressed) = self.warn_evict.allow() {
+                warn!(%exporter, evicted, suppressed, "template cache full: the exporter seen least recently was evicted (its data waits for its next template refresh)");
+            }
         }
         if self.batch_started.is_none() && !self.batch.is_empty() {
             self.batch_started = Some(Instant::now());

@@ -83,7 +83,7 @@ impl StoreConfig {
                 setting: "store URL",
                 why: "not a valid PostgreSQL connection URL",
             })?;
-            Backend::Postgres(Box::new(with_timeout(config)))
+            Backend::Postgres(Box::new(with_defaults(config)))
         } else if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
@@ -134,9 +134,9 @@ impl StoreConfig {
         if let Some(p) = password.filter(|p| !p.is_empty()) {
             c.password(p);
         }
-        Ok(StoreConfig::new(Backend::Postgres(Box::new(with_timeout(
-            c,
-        )))))
+        Ok(StoreConfig::new(Backend::Postgres(Box::new(
+            with_defaults(c),
+        ))))
     }
 
     /// Checks the prefix; called by [`crate::open`].
@@ -159,10 +159,17 @@ impl StoreConfig {
 
 /// A connect timeout unless one was given: a server that is down must give a retryable error,
 /// not a hang.
-fn with_timeout(mut c: postgres::Config) -> postgres::Config {
+///
+/// Also turns the server's notices (`CREATE TABLE IF NOT EXISTS` on an existing table says
+/// "already exists, skipping" at every start) into debug-level log records: the `postgres`
+/// crate's default logs them at info, which reads like news to an operator.
+fn with_defaults(mut c: postgres::Config) -> postgres::Config {
     if c.get_connect_timeout().is_none() {
         c.connect_timeout(Duration::from_secs(10));
     }
+    c.notice_callback(|notice| {
+        log::debug!(target: "netflow_store::postgres", "{}: {}", notice.severity(), notice.message());
+    });
     c
 }
 

@@ -382,11 +382,7 @@ impl Writer {
             Ok(written) => {
                 stats::add(&self.counters.flows_stored, flows.len() as u64);
                 stats::add(&self.counters.flows_late, written.late);
-                let mut per: HashMap<IpAddr, u64> = HashMap::new();
-                for f in flows {
-                    *per.entry(f.exporter).or_default() += 1;
-                }
-                for (a, n) in per {
+                for (a, n) in per_exporter(flows) {
                     self.counters.exporter(a, |s| s.stored += n);
                 }
                 debug!(flows = flows.len(), late = written.late, "batch stored");
@@ -401,10 +397,18 @@ impl Writer {
             }
             Err(e) => {
                 stats::add(&self.counters.db_errors, 1);
-                stats::add(&self.counters.flows_dropped, flows.len() as u64);
+                self.count_dropped(flows);
                 warn!(error = %e, flows = flows.len(), "store refused a batch; dropped");
                 Write::Refused
             }
+        }
+    }
+
+    /// Counts `flows` as dropped, in total and per exporter.
+    fn count_dropped(&self, flows: &[Flow]) {
+        stats::add(&self.counters.flows_dropped, flows.len() as u64);
+        for (a, n) in per_exporter(flows) {
+            self.counters.exporter(a, |s| s.dropped += n);
         }
     }
 
@@ -425,7 +429,7 @@ impl Writer {
             if spooled {
                 stats::add(&self.counters.flows_spooled, b.len() as u64);
             } else {
-                stats::add(&self.counters.flows_dropped, b.len() as u64);
+                self.count_dropped(&b);
                 if let Some(suppressed) = self.warn_drop.allow() {
                     warn!(
                         flows = b.len(),
@@ -712,4 +716,13 @@ mod tests {
         drop(w);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// How many of `flows` each exporter sent.
+fn per_exporter(flows: &[Flow]) -> HashMap<IpAddr, u64> {
+    let mut per: HashMap<IpAddr, u64> = HashMap::new();
+    for f in flows {
+        *per.entry(f.exporter).or_default() += 1;
+    }
+    per
 }

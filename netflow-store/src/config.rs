@@ -33,7 +33,7 @@ pub struct StoreConfig {
     /// Prefix of every table name (default [`DEFAULT_TABLE_PREFIX`]): `[a-z_][a-z0-9_]*`, at
     /// most 30 characters, so that partition names stay within PostgreSQL's 63-byte limit.
     pub table_prefix: String,
-    /// Flows older than this many days are forgotten by [`crate::Store::expire`]
+    /// Flows older than this many days are forgotten by [`crate::Upkeep::expire`]
     /// (default [`DEFAULT_RETENTION_DAYS`]).
     pub retention_days: u32,
     /// Hourly partitions that [`crate::PgStore::ensure_partitions`] creates after the current hour

@@ -87,6 +87,12 @@
 //! # for ext in ["", "-wal", "-shm"] { let _ = std::fs::remove_file(format!("{}{ext}", path.display())); }
 //! # Ok::<(), netflow_store::StoreError>(())
 //! ```
+//!
+//! # Features
+//!
+//! * `test-support`: `test_support`, a PostgreSQL cluster of the tests' own that a test may
+//!   stop and restart (fault tests here and in the apps). For tests only: it is not part of
+//!   the API and not in these docs (`#[doc(hidden)]`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
@@ -101,6 +107,7 @@ mod postgres;
 mod schema;
 mod sqlite;
 #[cfg(feature = "test-support")]
+#[doc(hidden)]
 pub mod test_support;
 mod upkeep;
 

@@ -128,7 +128,7 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Connects without touching the schema (for tools and upgrade tests; the [`Store`]
+    /// Connects without touching the schema (for tools and upgrade tests; the [`crate::Store`]
     /// methods need [`PgStore::migrate_to`]`(`[`SCHEMA_VERSION`]`)` first).
     pub fn connect(config: &StoreConfig) -> Result<PgStore, StoreError> {
         config.validate()?;

@@ -182,7 +182,7 @@ impl PgStore {
     }
 
     /// Creates the hourly partitions from the hour before `now_micros` to
-    /// [`StoreConfig::partitions_ahead`] hours after it, so that writes in that span never
+    /// [`crate::StoreConfig::partitions_ahead`] hours after it, so that writes in that span never
     /// wait on DDL, and summarizes the BRIN index of the current and previous hour so that
     /// window reads touch only the blocks of their window (autovacuum would summarize them
     /// only after ~20 % growth). [`FlowWrite::write_flows`] calls it by itself about once a

@@ -86,6 +86,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod clickhouse;
 mod config;
 mod error;
 mod partition;
@@ -100,8 +101,10 @@ use std::ops::ControlFlow;
 
 pub use netflow_wire::Flow;
 
+pub use crate::clickhouse::ClickHouseStore;
 pub use crate::config::{
-    Backend, DEFAULT_PARTITIONS_AHEAD, DEFAULT_RETENTION_DAYS, DEFAULT_TABLE_PREFIX, StoreConfig,
+    Backend, ClickHouseConfig, DEFAULT_CLICKHOUSE_DATABASE, DEFAULT_PARTITIONS_AHEAD,
+    DEFAULT_RETENTION_DAYS, DEFAULT_TABLE_PREFIX, StoreConfig,
 };
 pub use crate::error::StoreError;
 pub use crate::postgres::PgStore;
@@ -343,6 +346,7 @@ pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match &config.backend {
         Backend::Postgres(_) => Box::new(PgStore::open(config)?),
         Backend::Sqlite(_) => Box::new(SqliteStore::open(config)?),
+        Backend::ClickHouse(_) => Box::new(ClickHouseStore::open(config)?),
     })
 }
 

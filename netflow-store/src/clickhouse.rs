@@ -34,6 +34,7 @@
 #![allow(clippy::cast_possible_truncation)]
 
 mod http;
+mod pushdown;
 pub(crate) mod rowbinary;
 mod schema;
 
@@ -132,7 +133,79 @@ fn select_list(fields: Fields) -> String {
         .join(", ")
 }
 
+/// What a job's next run reads: `after < ts <= upto` from batches up to `seq`, and the late
+/// flows with `ts <= after` of batches after `from` (the job's mark, or the forgotten ones).
+#[derive(Debug, Clone)]
+struct JobBounds {
+    after: i64,
+    upto: i64,
+    prev_seq: u64,
+    from: u64,
+    seq: u64,
+    /// `database.prefix` of the tables.
+    t: String,
+}
+
+impl JobBounds {
+    /// The flows-table condition, `None` for an empty window.
+    fn window_cond(&self) -> Option<String> {
+        let (after, upto, seq, t) = (self.after, self.upto, self.seq, &self.t);
+        (upto > after).then(|| {
+            format!(
+                "ts > {after} AND ts <= {upto} AND seq IN (SELECT seq FROM {t}batches WHERE \
+                 seq <= {seq} AND max_ts > {after} AND min_ts <= {upto})"
+            )
+        })
+    }
+
+    /// The late-table condition, `None` when no late batch can qualify.
+    fn late_cond(&self) -> Option<String> {
+        let (after, from, seq, t) = (self.after, self.from, self.seq, &self.t);
+        (seq > from).then(|| {
+            format!(
+                "ts <= {after} AND seq > {from} AND seq <= {seq} AND seq IN (SELECT seq FROM \
+                 {t}batches WHERE seq > {from} AND seq <= {seq})"
+            )
+        })
+    }
+
+    fn job_window(&self, flows: u64, late: u64) -> JobWindow {
+        JobWindow::read(
+            self.after,
+            self.upto,
+            (self.prev_seq as i64, self.seq as i64),
+            flows,
+            late,
+        )
+    }
+}
+
 impl ClickHouseStore {
+    /// A job's next window (`None` before the first batch), from fresh commit records.
+    fn job_bounds(&mut self, job_id: &str, period: i64) -> Result<Option<JobBounds>, StoreError> {
+        self.committed = None;
+        let Committed(Some((upto, seq))) = self.committed()? else {
+            return Ok(None);
+        };
+        let (after, prev_seq) = match self.job_mark(job_id)? {
+            Some(m) => (m.window_end, from_db::<u64>("late_seq", m.late_seq)?),
+            None => (upto.saturating_sub(period), seq),
+        };
+        let from = if seq > prev_seq {
+            prev_seq.max(self.forgotten()?)
+        } else {
+            prev_seq
+        };
+        Ok(Some(JobBounds {
+            after,
+            upto,
+            prev_seq,
+            from,
+            seq,
+            t: self.t.clone(),
+        }))
+    }
+
     /// Connects, creates the database if it is missing and applies the migrations it lacks.
     pub fn open(config: &StoreConfig) -> Result<ClickHouseStore, StoreError> {
         config.validate()?;
@@ -566,57 +639,40 @@ impl Store for ClickHouseStore {
         fields: Fields,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<Option<JobWindow>, StoreError> {
-        self.committed = None;
-        let Committed(Some((upto, seq))) = self.committed()? else {
+        let Some(b) = self.job_bounds(job_id, period_micros)? else {
             return Ok(None);
-        };
-        let (after, prev_seq) = match self.job_mark(job_id)? {
-            Some(m) => (m.window_end, from_db::<u64>("late_seq", m.late_seq)?),
-            None => (upto.saturating_sub(period_micros), seq),
         };
         let (mut flows, mut late) = (0, 0);
         if !exporters.is_empty() {
             let (cond, check) = Self::exporter_filter(exporters);
-            let t = &self.t;
-            let list = select_list(fields);
-            let (n, stopped) = if upto > after {
-                self.stream(
-                    &format!(
-                        "SELECT {list} FROM {t}flows WHERE {cond} AND ts > {after} AND \
-                         ts <= {upto} AND seq IN (SELECT seq FROM {t}batches WHERE seq <= {seq} \
-                         AND max_ts > {after} AND min_ts <= {upto}) FORMAT RowBinary"
-                    ),
+            let (t, list) = (&self.t, select_list(fields));
+            let (n, stopped) = match b.window_cond() {
+                Some(w) => self.stream(
+                    &format!("SELECT {list} FROM {t}flows WHERE {cond} AND {w} FORMAT RowBinary"),
                     check,
                     fields,
                     f,
-                )?
-            } else {
-                (0, false)
+                )?,
+                None => (0, false),
             };
             flows = n;
-            if !stopped && seq > prev_seq {
-                let from = prev_seq.max(self.forgotten()?);
-                late = self
-                    .stream(
-                        &format!(
-                            "SELECT {list} FROM {t}late WHERE {cond} AND ts <= {after} AND \
-                             seq > {from} AND seq <= {seq} AND seq IN (SELECT seq FROM \
-                             {t}batches WHERE seq > {from} AND seq <= {seq}) FORMAT RowBinary"
-                        ),
-                        check,
-                        fields,
-                        f,
-                    )?
-                    .0;
+            if !stopped && let Some(l) = b.late_cond() {
+                let sql =
+                    format!("SELECT {list} FROM {t}late WHERE {cond} AND {l} FORMAT RowBinary");
+                late = self.stream(&sql, check, fields, f)?.0;
             }
         }
-        Ok(Some(JobWindow::read(
-            after,
-            upto,
-            (prev_seq as i64, seq as i64),
-            flows,
-            late,
-        )))
+        Ok(Some(b.job_window(flows, late)))
+    }
+
+    fn window_sums(
+        &mut self,
+        job_id: &str,
+        exporters: &[IpAddr],
+        period_micros: i64,
+        top_n: usize,
+    ) -> Result<Option<(JobWindow, crate::window_sums::WindowSums)>, StoreError> {
+        self.pushdown(job_id, exporters, period_micros, top_n)
     }
 
     fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError> {

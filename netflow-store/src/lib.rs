@@ -95,6 +95,7 @@ mod schema;
 mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod window_sums;
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;
@@ -338,6 +339,24 @@ pub trait Store: Send + std::fmt::Debug {
 
     /// The schema version in the database (after opening: [`SCHEMA_VERSION`]).
     fn schema_version(&mut self) -> Result<u32, StoreError>;
+
+    /// Aggregation pushdown: what [`Store::read_job_window`] would stream for this job (the
+    /// window and its late flows, same bounds, same mark), summed by the database server into
+    /// [`window_sums::WindowSums`] with top lists of `top_n`; only the sums travel.
+    ///
+    /// `Ok(None)` when the backend does not aggregate in the server (PostgreSQL, SQLite: the
+    /// default) or holds no flow yet: then call [`Store::read_job_window`], which answers
+    /// `None` in the second case too. ClickHouse implements it.
+    fn window_sums(
+        &mut self,
+        job_id: &str,
+        exporters: &[IpAddr],
+        period_micros: i64,
+        top_n: usize,
+    ) -> Result<Option<(JobWindow, window_sums::WindowSums)>, StoreError> {
+        let _ = (job_id, exporters, period_micros, top_n);
+        Ok(None)
+    }
 }
 
 /// Opens the store `config` describes, connecting and migrating the schema to

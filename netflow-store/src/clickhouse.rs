@@ -12,29 +12,32 @@
 //!
 //! 1. one `INSERT` per hour partition into `<prefix>flows` (each one part: atomic), every row
 //!    carrying the batch number `seq`;
-//! 2. the same for its late flows into `<prefix>late`;
-//! 3. last, one row in `<prefix>batches`: the commit record. **Readers see only rows whose
-//!    `seq` is in `<prefix>batches`**, so a batch is invisible until it is complete.
+//! 2. last, one row in `<prefix>batches`: the commit record (with the batch's time span and
+//!    late count). **Readers see only rows whose `seq` has a commit record**, so a batch is
+//!    invisible until it is complete.
 //!
-//! When any step fails, the store remembers the batch number and a hash of the flows. The
-//! retry (the same flows) first asks which steps landed: the commit record (then it is done),
-//! else, per partition, `count()` of its rows with that `seq` in that hour (all of them: skip;
+//! Each insert carries a query id naming the batch and step. When any step fails, the store
+//! remembers the batch number and a hash of the flows. The retry (the same flows) first waits
+//! until none of the batch's inserts still runs in the server (`system.processes`: an insert
+//! whose reply was lost may still be writing), then asks which steps landed: the commit record
+//! (then it is done), else, per hour, `count()` of its rows with that `seq` (all of them: skip;
 //! none: insert). Nothing is stored twice, nothing dropped. A batch given up (the caller writes
-//! other flows instead) stays invisible forever, and its rows leave with their hour.
+//! other flows instead), or retried after more than 4 minutes, stays invisible under its old
+//! number (its rows leave with their hour) and is written anew under a new one.
 //!
-//! Batch numbers start, per opened store, above both the last committed number and the
-//! current time in microseconds, so that a process that crashed mid-batch never shares a
-//! number with its successor.
+//! # Batch numbers and readers
 //!
-//! # One writer per database
-//!
-//! The late-flow bookkeeping reads "every batch numbered up to S is complete" from the commit
-//! records, which holds when one store writes the database (the collector's writer; the bot
-//! and the queries only read). Several writers each write a database (or shard) of their own.
+//! Batch numbers come from the clock in microseconds, above the store's last one, and each
+//! store (one writer and its database) commits them in order. A reader sees the batches up to
+//! a snapshot number below which nothing can still commit: with one writer, its last number;
+//! over the shards of a `Distributed` table, the smallest of the active writers' last numbers
+//! (see `read.rs`). **One writer per database**: the collector's writer writes, the bot and
+//! the queries only read. Several writers each write a database (a shard) of their own.
 #![allow(clippy::cast_possible_truncation)]
 
 mod http;
 mod pushdown;
+mod read;
 pub(crate) mod rowbinary;
 mod schema;
 
@@ -64,12 +67,18 @@ pub struct ClickHouseStore {
     /// The commit records' max ts and max batch number, once read (`None`: not known).
     committed: Option<Committed>,
     in_doubt: Option<InDoubt>,
+    /// This database's writer identity (`<prefix>store`), in its commit records.
+    store_id: u64,
     last_version: u64,
 }
 
-/// The newest commit: max ts and max batch number (`None` before the first batch).
+/// A database's newest commit: the max ts of its flows (`None` before the first flow) and the
+/// highest batch number (heartbeats included; 0 before the first).
 #[derive(Debug, Clone, Copy)]
-struct Committed(Option<(i64, u64)>);
+struct Committed {
+    max_ts: Option<i64>,
+    seq: u64,
+}
 
 /// A batch that may have landed in part.
 #[derive(Debug, Clone, Copy)]
@@ -116,96 +125,7 @@ fn flow_column_list() -> String {
     FLOW_COLUMNS.map(|(n, _)| n).join(", ")
 }
 
-/// The SELECT list of a flow row: the fields not in `fields` as typed zeros.
-fn select_list(fields: Fields) -> String {
-    FLOW_COLUMNS
-        .iter()
-        .map(|&(name, ty)| {
-            let zero = matches!(fields, Fields::Aggregation)
-                && matches!(name, "ts" | "src_port" | "packets" | "tcp_flags");
-            if zero || name == "seq" {
-                format!("to{ty}(0)")
-            } else {
-                name.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// What a job's next run reads: `after < ts <= upto` from batches up to `seq`, and the late
-/// flows with `ts <= after` of batches after `from` (the job's mark, or the forgotten ones).
-#[derive(Debug, Clone)]
-struct JobBounds {
-    after: i64,
-    upto: i64,
-    prev_seq: u64,
-    from: u64,
-    seq: u64,
-    /// `database.prefix` of the tables.
-    t: String,
-}
-
-impl JobBounds {
-    /// The flows-table condition, `None` for an empty window.
-    fn window_cond(&self) -> Option<String> {
-        let (after, upto, seq, t) = (self.after, self.upto, self.seq, &self.t);
-        (upto > after).then(|| {
-            format!(
-                "ts > {after} AND ts <= {upto} AND seq IN (SELECT seq FROM {t}batches WHERE \
-                 seq <= {seq} AND max_ts > {after} AND min_ts <= {upto})"
-            )
-        })
-    }
-
-    /// The late-table condition, `None` when no late batch can qualify.
-    fn late_cond(&self) -> Option<String> {
-        let (after, from, seq, t) = (self.after, self.from, self.seq, &self.t);
-        (seq > from).then(|| {
-            format!(
-                "ts <= {after} AND seq > {from} AND seq <= {seq} AND seq IN (SELECT seq FROM \
-                 {t}batches WHERE seq > {from} AND seq <= {seq})"
-            )
-        })
-    }
-
-    fn job_window(&self, flows: u64, late: u64) -> JobWindow {
-        JobWindow::read(
-            self.after,
-            self.upto,
-            (self.prev_seq as i64, self.seq as i64),
-            flows,
-            late,
-        )
-    }
-}
-
 impl ClickHouseStore {
-    /// A job's next window (`None` before the first batch), from fresh commit records.
-    fn job_bounds(&mut self, job_id: &str, period: i64) -> Result<Option<JobBounds>, StoreError> {
-        self.committed = None;
-        let Committed(Some((upto, seq))) = self.committed()? else {
-            return Ok(None);
-        };
-        let (after, prev_seq) = match self.job_mark(job_id)? {
-            Some(m) => (m.window_end, from_db::<u64>("late_seq", m.late_seq)?),
-            None => (upto.saturating_sub(period), seq),
-        };
-        let from = if seq > prev_seq {
-            prev_seq.max(self.forgotten()?)
-        } else {
-            prev_seq
-        };
-        Ok(Some(JobBounds {
-            after,
-            upto,
-            prev_seq,
-            from,
-            seq,
-            t: self.t.clone(),
-        }))
-    }
-
     /// Connects, creates the database if it is missing and applies the migrations it lacks.
     pub fn open(config: &StoreConfig) -> Result<ClickHouseStore, StoreError> {
         config.validate()?;
@@ -231,11 +151,35 @@ impl ClickHouseStore {
             committed: None,
             in_doubt: None,
             last_version: 0,
+            store_id: 0,
         };
         store.migrate()?;
-        let last = store.committed()?.0.map_or(0, |(_, s)| s);
+        store.store_id = store.read_store_id()?;
+        let last = store.committed()?.seq;
         store.next_seq = (last + 1).max(now_micros());
         Ok(store)
+    }
+
+    /// The database's writer identity, made on first use.
+    fn read_store_id(&mut self) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT min(id), count() FROM {}store FORMAT RowBinary",
+            self.t
+        );
+        let mut r = Reader::new(&self.http.query(&sql)?).u64_pair()?;
+        if r.1 == 0 {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(now_micros());
+            let id = h.finish().max(1);
+            self.http.execute(
+                &format!("INSERT INTO {}store (id) VALUES ({id})", self.t),
+                true,
+            )?;
+            // two openers at once: the smallest id wins for both
+            r = Reader::new(&self.http.query(&sql)?).u64_pair()?;
+        }
+        Ok(r.0)
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -286,26 +230,75 @@ impl ClickHouseStore {
         self.last_version
     }
 
+    /// This database's newest commit (cached until a write fails or another reader asks).
     fn committed(&mut self) -> Result<Committed, StoreError> {
         if let Some(c) = self.committed {
             return Ok(c);
         }
         let reply = self.http.query(&format!(
-            "SELECT max(max_ts), max(seq), count() FROM {}batches FORMAT RowBinary",
+            "SELECT maxIf(max_ts, flows > 0), max(seq), countIf(flows > 0) FROM {}batches \
+             FORMAT RowBinary",
             self.t
         ))?;
         let mut r = Reader::new(&reply);
         let (max_ts, seq, n) = (r.i64()?, r.u64()?, r.u64()?);
-        let c = Committed((n > 0).then_some((max_ts, seq)));
+        let c = Committed {
+            max_ts: (n > 0).then_some(max_ts),
+            seq,
+        };
         self.committed = Some(c);
         Ok(c)
     }
 
-    /// Rows of batch `seq` in `table` within the hour `hour`.
-    fn count_rows(&self, table: &str, seq: u64, hour: i64) -> Result<u64, StoreError> {
+    /// The number of a new batch: above the last one and the clock (see [`read`]), after a
+    /// heartbeat when this store has not committed for a while.
+    fn new_seq(&mut self) -> Result<u64, StoreError> {
+        let seq = self.next_seq.max(now_micros());
+        self.next_seq = seq + 1;
+        let last = self.committed()?.seq;
+        if seq.saturating_sub(last) <= read::HEARTBEAT_MICROS {
+            return Ok(seq);
+        }
+        self.commit(seq, 0, 0, (i64::MAX, i64::MIN))?;
+        self.committed = Some(Committed {
+            seq,
+            ..self.committed()?
+        });
+        let next = self.next_seq;
+        self.next_seq += 1;
+        Ok(next)
+    }
+
+    /// `nf-<store>-<seq>-`: the prefix of the query ids of a batch's inserts.
+    fn query_prefix(&self, seq: u64) -> String {
+        format!("nf-{:016x}-{seq}-", self.store_id)
+    }
+
+    /// Waits until no insert of batch `seq` still runs on the server (one whose reply was
+    /// lost may still be writing its part), so that what the retry counts is final.
+    fn wait_idle(&self, seq: u64) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT count() FROM system.processes WHERE query_id LIKE '{}%' FORMAT RowBinary",
+            self.query_prefix(seq)
+        );
+        for _ in 0..600 {
+            if Reader::new(&self.http.query(&sql)?).u64()? == 0 {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(StoreError::ClickHouse {
+            status: 0,
+            code: 216,
+            message: "an earlier insert of this batch still runs after 30 s".into(),
+        })
+    }
+
+    /// Rows of batch `seq` within the hour `hour`.
+    fn count_rows(&self, seq: u64, hour: i64) -> Result<u64, StoreError> {
         let lo = hour * HOUR_MICROS;
         let reply = self.http.query(&format!(
-            "SELECT count() FROM {}{table} WHERE ts >= {lo} AND ts < {} AND seq = {seq} \
+            "SELECT count() FROM {}flows WHERE ts >= {lo} AND ts < {} AND seq = {seq} \
              FORMAT RowBinary",
             self.t,
             lo + HOUR_MICROS
@@ -327,10 +320,33 @@ impl ClickHouseStore {
         }
     }
 
-    /// Inserts the groups of one table (one part each), skipping on a retry those that landed.
+    /// Writes the commit record of batch `seq` (a heartbeat: no flows, `min_ts` above
+    /// `max_ts`, so that no window selects it).
+    fn commit(
+        &self,
+        seq: u64,
+        flows: u64,
+        late: u64,
+        (lo, hi): (i64, i64),
+    ) -> Result<(), StoreError> {
+        let mut row = Vec::with_capacity(48);
+        for v in [seq, self.store_id, flows, late] {
+            row.extend_from_slice(&v.to_le_bytes());
+        }
+        row.extend_from_slice(&lo.to_le_bytes());
+        row.extend_from_slice(&hi.to_le_bytes());
+        self.http.insert(
+            &format!("{}batches", self.t),
+            "seq, store_id, flows, late, min_ts, max_ts",
+            &row,
+            &[("query_id", format!("{}commit", self.query_prefix(seq)))],
+        )
+    }
+
+    /// Inserts a batch's rows, one insert (one part) per hour; on a retry, skips the hours
+    /// that landed.
     fn insert_groups(
         &self,
-        table: &str,
         groups: &BTreeMap<i64, Vec<&Flow>>,
         seq: u64,
         retry: bool,
@@ -339,7 +355,7 @@ impl ClickHouseStore {
         let mut buf = Vec::new();
         for (&hour, rows) in groups {
             if retry {
-                let n = self.count_rows(table, seq, hour)?;
+                let n = self.count_rows(seq, hour)?;
                 if n == rows.len() as u64 {
                     continue;
                 }
@@ -357,127 +373,43 @@ impl ClickHouseStore {
             // one block, so one part: all or nothing
             let block = rows.len().max(1_048_576).to_string();
             self.http.insert(
-                &format!("{}{table}", self.t),
+                &format!("{}flows", self.t),
                 &columns,
                 &buf,
-                &[("max_insert_block_size", block)],
+                &[
+                    ("max_insert_block_size", block),
+                    ("query_id", format!("{}{hour}", self.query_prefix(seq))),
+                ],
             )?;
         }
         Ok(())
     }
 
+    /// Writes batch `seq`; `retry` when an earlier attempt may have landed in part.
     fn write_batch(
         &mut self,
         flows: &[Flow],
         seq: u64,
         retry: bool,
-        (lo, hi): (i64, i64),
+        span: (i64, i64),
     ) -> Result<Written, StoreError> {
-        if retry && let Some(late) = self.commit_record(seq)? {
-            self.committed = None;
-            return Ok(Written { late });
-        }
-        let max_before = self.committed()?.0.map(|(ts, _)| ts);
+        let max_before = self.committed()?.max_ts;
         let mut groups: BTreeMap<i64, Vec<&Flow>> = BTreeMap::new();
-        let mut late: BTreeMap<i64, Vec<&Flow>> = BTreeMap::new();
-        let mut n_late = 0u64;
+        let mut late = 0u64;
         for f in flows {
-            let h = hour_of(f.ts_micros);
-            groups.entry(h).or_default().push(f);
+            groups.entry(hour_of(f.ts_micros)).or_default().push(f);
             if max_before.is_some_and(|m| f.ts_micros <= m) {
-                late.entry(h).or_default().push(f);
-                n_late += 1;
+                late += 1;
             }
         }
-        self.insert_groups("flows", &groups, seq, retry)?;
-        self.insert_groups("late", &late, seq, retry)?;
-        self.http.execute(
-            &format!(
-                "INSERT INTO {}batches (seq, flows, late, min_ts, max_ts) VALUES \
-                 ({seq}, {}, {n_late}, {lo}, {hi})",
-                self.t,
-                flows.len()
-            ),
-            true,
-        )?;
-        let prev = self.committed.and_then(|c| c.0);
-        self.committed = Some(Committed(Some(match prev {
-            Some((m, s)) => (m.max(hi), s.max(seq)),
-            None => (hi, seq),
-        })));
-        Ok(Written { late: n_late })
-    }
-
-    /// Streams the flow rows `sql` selects; with `check`, only those whose exporter is in it
-    /// (addresses whose stored bytes collide: IPv4 and IPv4-mapped IPv6).
-    fn stream(
-        &self,
-        sql: &str,
-        check: Option<&[IpAddr]>,
-        fields: Fields,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<(u64, bool), StoreError> {
-        let mut n = 0u64;
-        let mut stopped = false;
-        self.http.query_rows(sql, FLOW_ROW_LEN, &mut |row| {
-            let flow = Reader::new(row).flow()?;
-            if check.is_some_and(|set| !set.contains(&flow.exporter)) {
-                return Ok(ControlFlow::Continue(()));
-            }
-            n += 1;
-            let flow = if matches!(fields, Fields::All) {
-                flow
-            } else {
-                fields.project(&flow)
-            };
-            let c = f(&flow);
-            stopped = c.is_break();
-            Ok(c)
-        })?;
-        Ok((n, stopped))
-    }
-
-    /// `exporter IN (…)` and the set to check rows against when the bytes are ambiguous.
-    fn exporter_filter(exporters: &[IpAddr]) -> (String, Option<&[IpAddr]>) {
-        let list: Vec<String> = exporters.iter().map(|&a| addr_literal(a)).collect();
-        let ambiguous = exporters.iter().any(|&a| addr16(a).1);
-        let cond = if ambiguous {
-            format!("exporter IN ({})", list.join(", "))
-        } else {
-            // no IPv6 address in mapped form asked for: leave those rows out in the server
-            format!(
-                "exporter IN ({}) AND bitAnd(v6_mapped, 1) = 0",
-                list.join(", ")
-            )
-        };
-        (cond, ambiguous.then_some(exporters))
-    }
-
-    fn job_mark(&self, job_id: &str) -> Result<Option<JobMark>, StoreError> {
-        let reply = self.http.query(&format!(
-            "SELECT argMax(window_end, version), argMax(late_seq, version) FROM {}jobs \
-             WHERE job_id = {} GROUP BY job_id FORMAT RowBinary",
-            self.t,
-            quote(job_id)
-        ))?;
-        let mut r = Reader::new(&reply);
-        if r.is_empty() {
-            return Ok(None);
-        }
-        let window_end = r.i64()?;
-        let late_seq = from_db("late_seq", r.i64()?)?;
-        Ok(Some(JobMark {
-            window_end,
-            late_seq,
-        }))
-    }
-
-    fn forgotten(&self) -> Result<u64, StoreError> {
-        let reply = self.http.query(&format!(
-            "SELECT max(upto) FROM {}late_forgotten FORMAT RowBinary",
-            self.t
-        ))?;
-        Reader::new(&reply).u64()
+        self.insert_groups(&groups, seq, retry)?;
+        self.commit(seq, flows.len() as u64, late, span)?;
+        let c = self.committed()?;
+        self.committed = Some(Committed {
+            max_ts: Some(c.max_ts.map_or(span.1, |m| m.max(span.1))),
+            seq: c.seq.max(seq),
+        });
+        Ok(Written { late })
     }
 
     fn partitions(&self, table: &str) -> Result<Vec<i64>, StoreError> {
@@ -502,21 +434,33 @@ impl Store for ClickHouseStore {
             return Ok(Written::default());
         };
         let hash = batch_hash(flows);
-        let (seq, retry) = match self.in_doubt {
-            Some(d) if d.hash == hash => (d.seq, true),
-            _ => {
-                let s = self.next_seq;
-                self.next_seq += 1;
-                (s, false)
+        let attempt = (|| {
+            let (mut seq, mut retry) = match self.in_doubt {
+                Some(d) if d.hash == hash => (d.seq, true),
+                _ => (self.new_seq()?, false),
+            };
+            self.in_doubt = Some(InDoubt { seq, hash });
+            if retry {
+                self.wait_idle(seq)?;
+                if let Some(late) = self.commit_record(seq)? {
+                    return Ok(Written { late });
+                }
+                if now_micros().saturating_sub(seq) > read::HEARTBEAT_MICROS {
+                    // too old to commit now (readers may have passed it): the rows that
+                    // landed stay invisible, the batch is written anew under a new number
+                    seq = self.new_seq()?;
+                    self.in_doubt = Some(InDoubt { seq, hash });
+                    retry = false;
+                }
             }
-        };
-        match self.write_batch(flows, seq, retry, span) {
+            self.write_batch(flows, seq, retry, span)
+        })();
+        match attempt {
             Ok(w) => {
                 self.in_doubt = None;
                 Ok(w)
             }
             Err(e) => {
-                self.in_doubt = Some(InDoubt { seq, hash });
                 self.committed = None;
                 Err(e)
             }
@@ -526,7 +470,7 @@ impl Store for ClickHouseStore {
     fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
         // another store may write this database: ask the server, not the cache
         self.committed = None;
-        Ok(self.committed()?.0.map(|(ts, _)| ts))
+        Ok(self.committed()?.max_ts)
     }
 
     fn for_each_flow(
@@ -536,18 +480,7 @@ impl Store for ClickHouseStore {
         upto_micros: i64,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<u64, StoreError> {
-        if exporters.is_empty() || upto_micros <= after_micros {
-            return Ok(0);
-        }
-        let (cond, check) = Self::exporter_filter(exporters);
-        let t = &self.t;
-        let sql = format!(
-            "SELECT {} FROM {t}flows WHERE {cond} AND ts > {after_micros} AND ts <= {upto_micros} \
-             AND seq IN (SELECT seq FROM {t}batches WHERE max_ts > {after_micros} AND \
-             min_ts <= {upto_micros}) FORMAT RowBinary",
-            select_list(Fields::All)
-        );
-        Ok(self.stream(&sql, check, Fields::All, f)?.0)
+        self.read_range(exporters, after_micros, upto_micros, f)
     }
 
     fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError> {
@@ -617,10 +550,7 @@ impl Store for ClickHouseStore {
         check_ts(end_micros)?;
         let late_seq = match self.job_mark(job_id)? {
             Some(m) => m.late_seq,
-            None => {
-                self.committed = None;
-                self.committed()?.0.map_or(0, |(_, s)| s as i64)
-            }
+            None => self.snapshot()?.map_or(0, |s| s.seq as i64),
         };
         self.set_job_mark(
             job_id,
@@ -639,30 +569,7 @@ impl Store for ClickHouseStore {
         fields: Fields,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<Option<JobWindow>, StoreError> {
-        let Some(b) = self.job_bounds(job_id, period_micros)? else {
-            return Ok(None);
-        };
-        let (mut flows, mut late) = (0, 0);
-        if !exporters.is_empty() {
-            let (cond, check) = Self::exporter_filter(exporters);
-            let (t, list) = (&self.t, select_list(fields));
-            let (n, stopped) = match b.window_cond() {
-                Some(w) => self.stream(
-                    &format!("SELECT {list} FROM {t}flows WHERE {cond} AND {w} FORMAT RowBinary"),
-                    check,
-                    fields,
-                    f,
-                )?,
-                None => (0, false),
-            };
-            flows = n;
-            if !stopped && let Some(l) = b.late_cond() {
-                let sql =
-                    format!("SELECT {list} FROM {t}late WHERE {cond} AND {l} FORMAT RowBinary");
-                late = self.stream(&sql, check, fields, f)?.0;
-            }
-        }
-        Ok(Some(b.job_window(flows, late)))
+        self.read_job(job_id, exporters, period_micros, fields, f)
     }
 
     fn window_sums(
@@ -693,28 +600,7 @@ impl Store for ClickHouseStore {
     }
 
     fn forget_consumed_late(&mut self) -> Result<u64, StoreError> {
-        let t = &self.t.clone();
-        let reply = self.http.query(&format!(
-            "SELECT min(s), count() FROM (SELECT argMax(late_seq, version) AS s FROM {t}jobs \
-             GROUP BY job_id) FORMAT RowBinary"
-        ))?;
-        let mut r = Reader::new(&reply);
-        let (upto, jobs) = (r.u64()?, r.u64()?);
-        let from = self.forgotten()?;
-        if jobs == 0 || upto <= from {
-            return Ok(0);
-        }
-        let reply = self.http.query(&format!(
-            "SELECT count() FROM {t}late WHERE seq > {from} AND seq <= {upto} AND seq IN \
-             (SELECT seq FROM {t}batches WHERE seq > {from} AND seq <= {upto}) FORMAT RowBinary"
-        ))?;
-        let n = Reader::new(&reply).u64()?;
-        let version = self.version();
-        self.http.execute(
-            &format!("INSERT INTO {t}late_forgotten (upto, version) VALUES ({upto}, {version})"),
-            true,
-        )?;
-        Ok(n)
+        self.forget_late()
     }
 
     fn ensure_partitions(&mut self, _now_micros: i64) -> Result<(), StoreError> {
@@ -726,7 +612,7 @@ impl Store for ClickHouseStore {
         let cutoff_hour = hour_of(cutoff_micros);
         let first_kept = cutoff_hour.saturating_add(schema::EPOCH_HOUR);
         let mut dropped = 0;
-        for table in ["flows", "late"] {
+        for table in ["flows"] {
             for p in self.partitions(table)? {
                 if p < first_kept {
                     self.http.execute(

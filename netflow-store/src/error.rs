@@ -87,11 +87,12 @@ impl StoreError {
             ),
             StoreError::ClickHouseUnreachable(_) => true,
             // 159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 209 SOCKET_TIMEOUT,
-            // 210 NETWORK_ERROR, 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS,
+            // 210 NETWORK_ERROR, 216 QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING (an insert of
+            // the batch still runs), 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS,
             // 319 UNKNOWN_STATUS_OF_INSERT; or no code and 502/503/504 (a proxy, a server
             // shutting down)
             StoreError::ClickHouse { status, code, .. } => {
-                matches!(code, 159 | 202 | 209 | 210 | 242 | 252 | 319)
+                matches!(code, 159 | 202 | 209 | 210 | 216 | 242 | 252 | 319)
                     || (*code == 0 && matches!(status, 502..=504))
             }
             _ => false,

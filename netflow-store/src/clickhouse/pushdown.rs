@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::ClickHouseStore;
+use super::read::JobBounds;
 use super::rowbinary::{Reader, addr_from16};
-use super::{ClickHouseStore, JobBounds};
 use crate::window_sums::{DirectionSums, ExporterSums, InterfaceSums, WindowSums};
 use crate::{JobWindow, StoreError};
 
@@ -58,7 +59,7 @@ impl ClickHouseStore {
     /// `(window rows UNION ALL late rows)` with the grouping columns, `None` when both are empty.
     fn source(&self, b: &JobBounds, cond: &str) -> Option<String> {
         let t = &self.t;
-        let parts: Vec<String> = [("flows", b.window_cond()), ("late", b.late_cond())]
+        let parts: Vec<String> = [("flows", b.window_cond()), ("flows", b.late_cond())]
             .into_iter()
             .filter_map(|(table, c)| {
                 c.map(|c| format!("SELECT {SOURCE_COLUMNS} FROM {t}{table} WHERE {cond} AND {c}"))
@@ -71,7 +72,7 @@ impl ClickHouseStore {
     fn counts(&self, b: &JobBounds, cond: &str) -> Result<(u64, u64), StoreError> {
         let t = &self.t;
         let mut out = [0u64; 2];
-        for (i, (table, c)) in [("flows", b.window_cond()), ("late", b.late_cond())]
+        for (i, (table, c)) in [("flows", b.window_cond()), ("flows", b.late_cond())]
             .into_iter()
             .enumerate()
         {

@@ -130,6 +130,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn i64(&mut self) -> Result<i64, StoreError> {
         self.take().map(i64::from_le_bytes)
     }
+    /// Two `UInt64` values (an aggregate and a count).
+    pub(crate) fn u64_pair(&mut self) -> Result<(u64, u64), StoreError> {
+        Ok((self.u64()?, self.u64()?))
+    }
     pub(crate) fn fixed16(&mut self) -> Result<[u8; 16], StoreError> {
         self.take()
     }

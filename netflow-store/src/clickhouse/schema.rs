@@ -19,10 +19,13 @@
 //!   backends). Addresses are `FixedString(16)`, IPv6-mapped (the bytes current releases' `IPv6`
 //!   type holds), with `v6_mapped` telling the rare IPv6 address in mapped form from IPv4.
 //!   `seq` is the batch number (see the store's exactly-once design).
-//! * `{p}late`: the late-flow log, the same columns, partitioned the same way (retention
-//!   forgets late flows with their hour), ordered by `seq` (read by batch number).
 //! * `{p}batches`: one row per committed batch, written after all its rows: the commit
-//!   record. Readers see only rows of batches listed here.
+//!   record, with the batch's time span and late count. Readers see only rows of batches
+//!   listed here. There is no separate late-flow log: a job's late flows are the flows of the
+//!   batches committed since its last run with `ts` at or before its window end, found through
+//!   the commit records' spans (so only those hours are read).
+//! * `{p}store`: the database's writer identity, in every commit record (the snapshot over
+//!   several shards takes the smallest of each writer's last numbers).
 //! * `{p}jobs`, `{p}late_forgotten`, `{p}exporters`: insert-only logs read with `argMax` /
 //!   `GROUP BY` (ClickHouse has no `UPDATE`; these are small).
 
@@ -33,11 +36,10 @@ pub(crate) const MIGRATIONS: &[(u32, &[&str])] = &[(
         "CREATE TABLE IF NOT EXISTS {db}.{p}flows ({flow_columns}) ENGINE = MergeTree \
          PARTITION BY intDiv(ts + 62135596800000000, 3600000000) ORDER BY (exporter, ts) \
          SETTINGS index_granularity = 8192",
-        "CREATE TABLE IF NOT EXISTS {db}.{p}late ({flow_columns}) ENGINE = MergeTree \
-         PARTITION BY intDiv(ts + 62135596800000000, 3600000000) ORDER BY (seq, exporter, ts)",
-        "CREATE TABLE IF NOT EXISTS {db}.{p}batches (seq UInt64, flows UInt64, late UInt64, \
-         min_ts Int64, max_ts Int64, written_at DateTime DEFAULT now()) ENGINE = MergeTree \
-         ORDER BY seq",
+        "CREATE TABLE IF NOT EXISTS {db}.{p}batches (seq UInt64, store_id UInt64, \
+         flows UInt64, late UInt64, min_ts Int64, max_ts Int64, \
+         written_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY seq",
+        "CREATE TABLE IF NOT EXISTS {db}.{p}store (id UInt64) ENGINE = MergeTree ORDER BY id",
         "CREATE TABLE IF NOT EXISTS {db}.{p}jobs (job_id String, window_end Int64, \
          late_seq UInt64, version UInt64) ENGINE = MergeTree ORDER BY (job_id, version)",
         "CREATE TABLE IF NOT EXISTS {db}.{p}late_forgotten (upto UInt64, version UInt64) \

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
+
+/// How often the writer calls [`Store::ensure_partitions`].
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(20);
 use netflow_wire::{
     DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
 };
@@ -88,6 +91,8 @@ pub struct Writer {
     backoff: Duration,
     saved_templates: Vec<u8>,
     templates_checked: Instant,
+    /// Last [`Store::ensure_partitions`] call.
+    maintained: Instant,
     warn_decode: RateLimit,
     warn_db: RateLimit,
     warn_drop: RateLimit,
@@ -171,6 +176,7 @@ impl Writer {
             backoff: Duration::from_millis(500),
             saved_templates: saved,
             templates_checked: Instant::now(),
+            maintained: Instant::now(),
             warn_decode: RateLimit::new(period),
             warn_db: RateLimit::new(period),
             warn_drop: RateLimit::new(period),
@@ -299,6 +305,15 @@ impl Writer {
             self.save_templates();
             let expired = self.decoder.expire(stats::now_micros()).len() as u64;
             stats::add(&self.counters.sets_lost, expired);
+        }
+        // as the store asks (partitions ahead on PostgreSQL; on ClickHouse a heartbeat that
+        // keeps an idle writer's shard from holding back the readers of a Distributed table)
+        if now.duration_since(self.maintained) >= MAINTENANCE_INTERVAL && self.retry_at.is_none() {
+            self.maintained = now;
+            if let Err(e) = self.store.ensure_partitions(stats::now_micros()) {
+                stats::add(&self.counters.db_errors, 1);
+                debug!(error = %e, "store maintenance failed; next time");
+            }
         }
     }
 

@@ -78,7 +78,7 @@ fn clickhouse_killed_while_traffic_flows() {
         ClickHouseConfig::new(&server.url(), &db.name, None, None).unwrap(),
     ));
 
-    let sent = 40_000; // 16 s of traffic: the outage (about 4 s) falls well inside
+    let sent = 25_000; // 10 s of traffic: the outage (about 3 s) falls well inside
     let mut g = Proc::start(
         "netflow-generate",
         dir.path(),

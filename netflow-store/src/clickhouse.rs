@@ -22,8 +22,8 @@
 //! whose reply was lost may still be writing), then asks which steps landed: the commit record
 //! (then it is done), else, per hour, `count()` of its rows with that `seq` (all of them: skip;
 //! none: insert). Nothing is stored twice, nothing dropped. A batch given up (the caller writes
-//! other flows instead), or retried after more than 4 minutes, stays invisible under its old
-//! number (its rows leave with their hour) and is written anew under a new one.
+//! other flows instead), or retried after the store's last commit is over a minute old, stays
+//! invisible under its old number (its rows leave with their hour) and is written anew under a new one.
 //!
 //! # Batch numbers and readers
 //!
@@ -445,9 +445,11 @@ impl Store for ClickHouseStore {
                 if let Some(late) = self.commit_record(seq)? {
                     return Ok(Written { late });
                 }
-                if now_micros().saturating_sub(seq) > read::HEARTBEAT_MICROS {
-                    // too old to commit now (readers may have passed it): the rows that
-                    // landed stay invisible, the batch is written anew under a new number
+                let last = self.committed()?.seq;
+                if last > seq || now_micros().saturating_sub(last) > read::HEARTBEAT_MICROS {
+                    // not to be committed now (a store commits in number order, and readers
+                    // may have passed it): the rows that landed stay invisible, the batch is
+                    // written anew under a new number
                     seq = self.new_seq()?;
                     self.in_doubt = Some(InDoubt { seq, hash });
                     retry = false;
@@ -604,7 +606,16 @@ impl Store for ClickHouseStore {
     }
 
     fn ensure_partitions(&mut self, _now_micros: i64) -> Result<(), StoreError> {
-        // ClickHouse makes a partition when its first part is written
+        // ClickHouse makes a partition when its first part is written; what is left to do is
+        // the idle writer's heartbeat (see read.rs)
+        let last = self.committed()?.seq;
+        let seq = self.next_seq.max(now_micros());
+        if seq.saturating_sub(last) > read::IDLE_HEARTBEAT_MICROS && self.in_doubt.is_none() {
+            self.next_seq = seq + 1;
+            self.commit(seq, 0, 0, (i64::MAX, i64::MIN))?;
+            let c = self.committed()?;
+            self.committed = Some(Committed { seq, ..c });
+        }
         Ok(())
     }
 

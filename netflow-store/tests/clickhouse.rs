@@ -289,8 +289,8 @@ fn lost_reply_at_every_step_stores_once() {
     }
 }
 
-/// The server is killed (SIGKILL) and started again while a writer streams batches: every flow
-/// is stored exactly once.
+/// The server is killed (SIGKILL) twice and started again while a writer streams 40 batches of
+/// 4,000 flows: every flow is stored exactly once.
 #[test]
 fn server_killed_mid_run_every_flow_once() {
     let server = ClickHouseServer::private();
@@ -298,8 +298,8 @@ fn server_killed_mid_run_every_flow_once() {
     let c = ClickHouseConfig::new(&server.url(), &db.name, None, None).unwrap();
     let config = StoreConfig::new(Backend::ClickHouse(c));
     let mut s = netflow_store::open(&config).unwrap();
-    let batches = 60;
-    let per = 5_000;
+    let batches = 40;
+    let per = 4_000;
     let done = Arc::new(AtomicUsize::new(0));
     let d = done.clone();
     let writer = std::thread::spawn(move || {
@@ -326,7 +326,7 @@ fn server_killed_mid_run_every_flow_once() {
         }
         (s, retries)
     });
-    for at in [10, 30] {
+    for at in [8, 24] {
         while done.load(Ordering::SeqCst) < at {
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -9,9 +9,12 @@
 //! upwards from the clock in microseconds and commits them in order, so a store's next commit
 //! is always above its last. Over several stores (the shards of a `Distributed` table) S is
 //! the smallest of their last numbers, counting only stores that committed in the last
-//! [`ACTIVE_MICROS`]; a store idle for longer first writes an empty commit record (a
-//! heartbeat) before its next batch, so it rejoins with a number above any S read meanwhile.
-//! With one store S is simply its last number.
+//! [`ACTIVE_MICROS`]. A writer with nothing to write commits an empty record (a heartbeat)
+//! from [`crate::Store::ensure_partitions`] when idle for [`IDLE_HEARTBEAT_MICROS`] (the
+//! collector's writer calls it every 20 s), so an idle shard holds the others back by that
+//! much at most; a store idle for more than [`HEARTBEAT_MICROS`] (its writer stopped) first
+//! writes a heartbeat before its next batch, so it rejoins with a number above any S read
+//! meanwhile. With one store S is simply its last number.
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;
@@ -20,10 +23,13 @@ use super::rowbinary::{FLOW_ROW_LEN, Reader, addr16};
 use super::{ClickHouseStore, addr_literal, now_micros, quote};
 use crate::{Fields, Flow, JobMark, JobWindow, StoreError, from_db};
 
-/// A store whose last commit is older than this is left out of the snapshot (5 minutes).
-pub(super) const ACTIVE_MICROS: u64 = 300_000_000;
-/// A store writes a heartbeat first when its last commit is older than this (4 minutes).
-pub(super) const HEARTBEAT_MICROS: u64 = 240_000_000;
+/// A store whose last commit is older than this is left out of the snapshot (90 s).
+pub(super) const ACTIVE_MICROS: u64 = 90_000_000;
+/// A store writes a heartbeat before a batch when its last commit is older than this (60 s),
+/// and renumbers a retried batch that old.
+pub(super) const HEARTBEAT_MICROS: u64 = 60_000_000;
+/// `ensure_partitions` writes a heartbeat when the last commit is older than this (10 s).
+pub(super) const IDLE_HEARTBEAT_MICROS: u64 = 10_000_000;
 
 /// What a reader may see: batches up to `seq`, whose flows reach up to `upto`.
 #[derive(Debug, Clone, Copy)]

@@ -336,6 +336,17 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The database `name` on `server` (the same name as one on another shard), dropped with
+    /// this.
+    pub fn on_server(server: &ClickHouseServer, name: &str) -> TestDatabase {
+        TestDatabase {
+            name: name.to_owned(),
+            http: server.instance.http,
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let _ = http_query(self.http, &format!("DROP DATABASE IF EXISTS {}", self.name));

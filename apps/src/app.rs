@@ -186,7 +186,7 @@ pub fn run_collector(cli: &CollectorCli) -> Result<(), Error> {
 /// Opens the store, retrying (with a log line) while it is unreachable, until `stop`.
 pub fn open_store(args: &StoreArgs, stop: &AtomicBool) -> Result<Box<dyn Store>, Error> {
     let cfg = args.store_config()?;
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = crate::backoff::store_backoff();
     loop {
         match netflow_store::open(&cfg) {
             Ok(s) => {
@@ -195,8 +195,7 @@ pub fn open_store(args: &StoreArgs, stop: &AtomicBool) -> Result<Box<dyn Store>,
             }
             Err(e) if e.is_retryable() && !stop.load(Ordering::Relaxed) => {
                 warn!(store = %args.describe(), error = %e, "store unreachable; retrying");
-                thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
+                thread::sleep(backoff.next_delay());
             }
             Err(e) => return Err(e.into()),
         }

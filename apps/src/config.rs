@@ -228,8 +228,19 @@ impl StoreArgs {
                     .db_username
                     .as_deref()
                     .ok_or(Error::Setting("DB_USERNAME", "not set (DB_HOST is)".into()))?;
-                StoreConfig::from_db_vars(host, db, user, self.db_password.as_deref())
-                    .map_err(|e| Error::Setting("DB_HOST", e.to_string()))?
+                StoreConfig::postgres(host, db, user, self.db_password.as_deref()).map_err(|e| {
+                    let setting = match &e {
+                        netflow_store::StoreError::Config {
+                            setting: "database",
+                            ..
+                        } => "DB_DATABASE",
+                        netflow_store::StoreError::Config {
+                            setting: "user", ..
+                        } => "DB_USERNAME",
+                        _ => "DB_HOST",
+                    };
+                    Error::Setting(setting, e.to_string())
+                })?
             }
             _ => StoreConfig::new(netflow_store::Backend::Sqlite(self.db_file.clone())),
         };

@@ -44,6 +44,7 @@ counters! {
     flows_decoded: "normalized flows decoded",
     template_misses: "data sets that arrived before their template (kept pending)",
     sets_lost: "data sets lost (template never came or pending buffer full)",
+    exporters_evicted: "exporters whose templates were evicted from the full template cache (least recently seen first) to admit a new exporter",
     sequence_lost: "units (v5 flows, v9 packets) missing in exporters' sequence numbers",
     flows_stored: "flows written to the store",
     flows_late: "flows stored out of order (ts at or before the newest stored ts): the bot folds those its jobs already missed into their next windows",
@@ -55,6 +56,8 @@ counters! {
     post_errors: "failed values POSTs (after retries)",
     jobs_run: "aggregation jobs run",
     late_flows_aggregated: "late flows folded into a job's next window (once per job)",
+    posts_outcome_unknown: "values POSTs that timed out or lost the connection after sending: maybe stored, not sent again",
+    values_outcome_unknown: "values in those POSTs",
 }
 
 /// Per exporter counters (the writer's view).

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
 
-/// How often the writer calls [`Store::ensure_partitions`].
+/// How often an idle writer writes an empty batch (a heartbeat on ClickHouse).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(20);
 use netflow_wire::{
     DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
@@ -88,15 +88,18 @@ pub struct Writer {
     exporters: HashMap<IpAddr, ExporterDelta>,
     counters: Arc<Counters>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: crate::backoff::Backoff,
     saved_templates: Vec<u8>,
     templates_checked: Instant,
-    /// Last [`Store::ensure_partitions`] call.
+    /// Last empty batch written while idle.
     maintained: Instant,
     warn_decode: RateLimit,
     warn_db: RateLimit,
     warn_drop: RateLimit,
     warn_seq: RateLimit,
+    warn_evict: RateLimit,
+    /// The decoder's eviction count already added to the counters.
+    evicted_seen: u64,
 }
 
 fn reason(e: &DecodeError) -> &'static str {
@@ -109,7 +112,6 @@ fn reason(e: &DecodeError) -> &'static str {
         DecodeError::ReservedSetId { .. } => "reserved_set_id",
         DecodeError::BadTemplate { .. } => "bad_template",
         DecodeError::LimitExceeded { .. } => "limit_exceeded",
-        DecodeError::TemplateMissing { .. } => "template_missing",
         DecodeError::PendingDropped { .. } => "pending_dropped",
         DecodeError::RecordOverrun { .. } => "record_overrun",
         DecodeError::TrailingBytes { .. } => "trailing_bytes",
@@ -173,7 +175,7 @@ impl Writer {
             exporters: HashMap::new(),
             counters,
             retry_at: None,
-            backoff: Duration::from_millis(500),
+            backoff: crate::backoff::store_backoff(),
             saved_templates: saved,
             templates_checked: Instant::now(),
             maintained: Instant::now(),
@@ -181,6 +183,8 @@ impl Writer {
             warn_db: RateLimit::new(period),
             warn_drop: RateLimit::new(period),
             warn_seq: RateLimit::new(period),
+            warn_evict: RateLimit::new(period),
+            evicted_seen: 0,
         }
     }
 
@@ -218,15 +222,12 @@ impl Writer {
             }
             self.batch.push(f);
         });
+        stats::add(&c.template_misses, decoded.waiting().len() as u64);
         for e in decoded.issues() {
-            match e {
-                DecodeError::TemplateMissing { .. } => stats::add(&c.template_misses, 1),
-                DecodeError::PendingDropped { .. } => {
-                    stats::add(&c.sets_lost, 1);
-                    c.decode_error(reason(e));
-                }
-                e => c.decode_error(reason(e)),
+            if let DecodeError::PendingDropped { .. } = e {
+                stats::add(&c.sets_lost, 1);
             }
+            c.decode_error(reason(e));
         }
         let expired = decoded.expired().len() as u64;
         if expired > 0 {
@@ -282,6 +283,14 @@ impl Writer {
         } else {
             x.lost_packets += lost;
         }
+        let evicted = self.decoder.exporters_evicted() - self.evicted_seen;
+        if evicted > 0 {
+            self.evicted_seen += evicted;
+            stats::add(&c.exporters_evicted, evicted);
+            if let Some(suppressed) = self.warn_evict.allow() {
+                warn!(%exporter, evicted, suppressed, "template cache full: the exporter seen least recently was evicted (its data waits for its next template refresh)");
+            }
+        }
         if self.batch_started.is_none() && !self.batch.is_empty() {
             self.batch_started = Some(Instant::now());
         }
@@ -306,11 +315,15 @@ impl Writer {
             let expired = self.decoder.expire(stats::now_micros()).len() as u64;
             stats::add(&self.counters.sets_lost, expired);
         }
-        // as the store asks (partitions ahead on PostgreSQL; on ClickHouse a heartbeat that
+        // idle: an empty batch (a no-op on PostgreSQL and SQLite; on ClickHouse a heartbeat that
         // keeps an idle writer's shard from holding back the readers of a Distributed table)
-        if now.duration_since(self.maintained) >= MAINTENANCE_INTERVAL && self.retry_at.is_none() {
+        if now.duration_since(self.maintained) >= MAINTENANCE_INTERVAL
+            && self.retry_at.is_none()
+            && self.pending.is_empty()
+            && self.batch.is_empty()
+        {
             self.maintained = now;
-            if let Err(e) = self.store.ensure_partitions(stats::now_micros()) {
+            if let Err(e) = self.store.write_flows(&[]) {
                 stats::add(&self.counters.db_errors, 1);
                 debug!(error = %e, "store maintenance failed; next time");
             }
@@ -331,11 +344,10 @@ impl Writer {
         }
         if self.drain() {
             self.retry_at = None;
-            self.backoff = Duration::from_millis(500);
+            self.backoff.reset();
             self.write_exporters();
         } else {
-            self.retry_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         }
         self.enforce_memory_bound();
         stats::add(&self.counters.flows_buffered, 0);
@@ -385,7 +397,7 @@ impl Writer {
     }
 
     fn write(&mut self, flows: &[Flow]) -> Write {
-        match self.store.write_flows_report(flows) {
+        match self.store.write_flows(flows) {
             Ok(written) => {
                 stats::add(&self.counters.flows_stored, flows.len() as u64);
                 stats::add(&self.counters.flows_late, written.late);

@@ -189,7 +189,8 @@ fn two_shards_two_writers_every_flow_counted_once() {
     // and the streaming path over the same Distributed tables
     let mut n = None;
     let streamed = aggregate_flows(|f| {
-        n = bot.read_job_window(
+        n = netflow_store::jobs::read_window(
+            &mut *bot,
             "stream/24h",
             &exporters,
             86_400_000_000,

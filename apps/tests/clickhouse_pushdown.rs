@@ -81,15 +81,22 @@ fn both_paths(s: &mut dyn Store, round: u32, entities: &[(i64, IpAddr)]) -> (Str
     let period = 60_000_000;
     let mut read = None;
     let streamed = aggregate_flows(|f| {
-        read = s.read_job_window("stream/1min", &exporters, period, Fields::Aggregation, f)?;
+        read = netflow_store::jobs::read_window(
+            s,
+            "stream/1min",
+            &exporters,
+            period,
+            Fields::Aggregation,
+            f,
+        )?;
         Ok::<_, netflow_store::StoreError>(read.map_or(0, |r| r.flows + r.late_flows))
     })
     .unwrap();
     let read = read.expect("a window");
-    let (pushed_read, sums) = s
-        .window_sums("push/1min", &exporters, period, TOP_N)
-        .unwrap()
-        .expect("ClickHouse pushes down");
+    let (pushed_read, sums) =
+        netflow_store::jobs::read_window_sums(s, "push/1min", &exporters, period, TOP_N)
+            .unwrap()
+            .expect("ClickHouse pushes down");
     assert_eq!(read, pushed_read, "round {round}: the same window and mark");
     assert!(
         read.flows > 100,

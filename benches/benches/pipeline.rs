@@ -562,7 +562,7 @@ fn aggregate_only(n: usize) {
 
 fn bot_window(n: usize) {
     let db = Db::new("bot");
-    let cfg = StoreConfig::from_db_vars("127.0.0.1", &db.name, "postgres", None).expect("config");
+    let cfg = StoreConfig::postgres("127.0.0.1", &db.name, "postgres", None).expect("config");
     let mut store = netflow_store::open(&cfg).expect("store");
     let end: i64 = 1_700_000_000_000_000;
     let t = Instant::now();

@@ -39,7 +39,7 @@ impl Token {
         Ok(Token(t.to_owned()))
     }
 
-    /// Reads the token from a file (`BOT_TOKEN_FROM_FILE`), trimmed.
+    /// Reads the token from a file (the bot's `BOT_TOKEN_FROM_FILE`), trimmed.
     pub fn from_file(path: &Path) -> Result<Token, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::Config(format!(
@@ -48,19 +48,6 @@ impl Token {
             ))
         })?;
         Token::new(&text)
-    }
-
-    /// `BOT_TOKEN`, or else the file named by `BOT_TOKEN_FROM_FILE`, as the original bot read them.
-    pub fn from_env() -> Result<Token, Error> {
-        match std::env::var("BOT_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => Token::new(&t),
-            _ => match std::env::var_os("BOT_TOKEN_FROM_FILE") {
-                Some(p) if !p.is_empty() => Token::from_file(Path::new(&p)),
-                _ => Err(Error::Config(
-                    "set BOT_TOKEN or BOT_TOKEN_FROM_FILE to the bot's token".to_owned(),
-                )),
-            },
-        }
     }
 
     /// The secret itself, for code that must pass it on. Never log it.

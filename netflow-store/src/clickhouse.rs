@@ -43,15 +43,14 @@ mod schema;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::ops::ControlFlow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use self::http::Http;
 use self::rowbinary::{FLOW_COLUMNS, FLOW_ROW_LEN, Reader, addr_from16, addr16, put_flow};
-use crate::partition::{HOUR_MICROS, check_ts, hour_of, retention_cutoff};
+use crate::partition::{HOUR_MICROS, check_ts, hour_of};
 use crate::{
-    Backend, Expired, Exporter, Fields, Flow, JobMark, JobWindow, SCHEMA_VERSION, Store,
-    StoreConfig, StoreError, Written, counter_to_db, from_db, ts_span,
+    Backend, Expired, Exporter, Flow, FlowRead, FlowWrite, JobLedger, JobMark, SCHEMA_VERSION,
+    Snapshot, StoreConfig, StoreError, Upkeep, Written, counter_to_db, from_db, ts_span,
 };
 
 /// A store in a ClickHouse database.
@@ -428,9 +427,11 @@ impl ClickHouseStore {
     }
 }
 
-impl Store for ClickHouseStore {
-    fn write_flows_report(&mut self, flows: &[Flow]) -> Result<Written, StoreError> {
+impl FlowWrite for ClickHouseStore {
+    fn write_flows(&mut self, flows: &[Flow]) -> Result<Written, StoreError> {
         let Some(span) = ts_span(flows)? else {
+            // an empty batch: the idle writer's heartbeat (see read.rs)
+            self.heartbeat()?;
             return Ok(Written::default());
         };
         let hash = batch_hash(flows);
@@ -469,22 +470,6 @@ impl Store for ClickHouseStore {
         }
     }
 
-    fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
-        // another store may write this database: ask the server, not the cache
-        self.committed = None;
-        Ok(self.committed()?.max_ts)
-    }
-
-    fn for_each_flow(
-        &mut self,
-        exporters: &[IpAddr],
-        after_micros: i64,
-        upto_micros: i64,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<u64, StoreError> {
-        self.read_range(exporters, after_micros, upto_micros, f)
-    }
-
     fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError> {
         if deltas.is_empty() {
             return Ok(());
@@ -506,6 +491,16 @@ impl Store for ClickHouseStore {
             &buf,
             &[],
         )
+    }
+}
+
+impl FlowRead for ClickHouseStore {
+    fn read(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Snapshot) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let view = self.view()?;
+        f(&mut read::ChSnapshot { store: self, view })
     }
 
     fn exporters(&mut self) -> Result<Vec<Exporter>, StoreError> {
@@ -543,47 +538,9 @@ impl Store for ClickHouseStore {
         out.sort_by_key(|e| e.addr);
         Ok(out)
     }
+}
 
-    fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.job_mark(job_id)?.map(|m| m.window_end))
-    }
-
-    fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError> {
-        check_ts(end_micros)?;
-        let late_seq = match self.job_mark(job_id)? {
-            Some(m) => m.late_seq,
-            None => self.snapshot()?.map_or(0, |s| s.seq as i64),
-        };
-        self.set_job_mark(
-            job_id,
-            JobMark {
-                window_end: end_micros,
-                late_seq,
-            },
-        )
-    }
-
-    fn read_job_window(
-        &mut self,
-        job_id: &str,
-        exporters: &[IpAddr],
-        period_micros: i64,
-        fields: Fields,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<Option<JobWindow>, StoreError> {
-        self.read_job(job_id, exporters, period_micros, fields, f)
-    }
-
-    fn window_sums(
-        &mut self,
-        job_id: &str,
-        exporters: &[IpAddr],
-        period_micros: i64,
-        top_n: usize,
-    ) -> Result<Option<(JobWindow, crate::window_sums::WindowSums)>, StoreError> {
-        self.pushdown(job_id, exporters, period_micros, top_n)
-    }
-
+impl JobLedger for ClickHouseStore {
     fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError> {
         check_ts(mark.window_end)?;
         let late_seq: u64 = from_db("late_seq", mark.late_seq)?;
@@ -604,21 +561,9 @@ impl Store for ClickHouseStore {
     fn forget_consumed_late(&mut self) -> Result<u64, StoreError> {
         self.forget_late()
     }
+}
 
-    fn ensure_partitions(&mut self, _now_micros: i64) -> Result<(), StoreError> {
-        // ClickHouse makes a partition when its first part is written; what is left to do is
-        // the idle writer's heartbeat (see read.rs)
-        let last = self.committed()?.seq;
-        let seq = self.next_seq.max(now_micros());
-        if seq.saturating_sub(last) > read::IDLE_HEARTBEAT_MICROS && self.in_doubt.is_none() {
-            self.next_seq = seq + 1;
-            self.commit(seq, 0, 0, (i64::MAX, i64::MIN))?;
-            let c = self.committed()?;
-            self.committed = Some(Committed { seq, ..c });
-        }
-        Ok(())
-    }
-
+impl Upkeep for ClickHouseStore {
     fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError> {
         let cutoff_hour = hour_of(cutoff_micros);
         let first_kept = cutoff_hour.saturating_add(schema::EPOCH_HOUR);
@@ -643,8 +588,8 @@ impl Store for ClickHouseStore {
         })
     }
 
-    fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError> {
-        self.expire_before(retention_cutoff(now_micros, self.retention_days))
+    fn retention_days(&self) -> u32 {
+        self.retention_days
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {
@@ -653,5 +598,21 @@ impl Store for ClickHouseStore {
             self.t
         ))?;
         Reader::new(&reply).u32()
+    }
+}
+
+impl ClickHouseStore {
+    /// An empty commit record when this store has committed nothing for a while and no batch
+    /// is in doubt (see read.rs). ClickHouse makes partitions by itself.
+    fn heartbeat(&mut self) -> Result<(), StoreError> {
+        let last = self.committed()?.seq;
+        let seq = self.next_seq.max(now_micros());
+        if seq.saturating_sub(last) > read::IDLE_HEARTBEAT_MICROS && self.in_doubt.is_none() {
+            self.next_seq = seq + 1;
+            self.commit(seq, 0, 0, (i64::MAX, i64::MIN))?;
+            let c = self.committed()?;
+            self.committed = Some(Committed { seq, ..c });
+        }
+        Ok(())
     }
 }

@@ -105,7 +105,7 @@ impl ClickHouseConfig {
 
 /// Everything [`crate::open`] needs.
 ///
-/// Build one with [`StoreConfig::from_url`], [`StoreConfig::from_db_vars`] or
+/// Build one with [`StoreConfig::from_url`], [`StoreConfig::postgres`] or
 /// [`StoreConfig::new`], then adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -114,10 +114,10 @@ pub struct StoreConfig {
     /// Prefix of every table name (default [`DEFAULT_TABLE_PREFIX`]): `[a-z_][a-z0-9_]*`, at
     /// most 30 characters, so that partition names stay within PostgreSQL's 63-byte limit.
     pub table_prefix: String,
-    /// Flows older than this many days are forgotten by [`crate::Store::expire`]
+    /// Flows older than this many days are forgotten by [`crate::Upkeep::expire`]
     /// (default [`DEFAULT_RETENTION_DAYS`]).
     pub retention_days: u32,
-    /// Hourly partitions that [`crate::Store::ensure_partitions`] creates after the current hour
+    /// Hourly partitions that [`crate::PgStore::ensure_partitions`] creates after the current hour
     /// (default [`DEFAULT_PARTITIONS_AHEAD`]). PostgreSQL only.
     pub partitions_ahead: u32,
 }
@@ -185,30 +185,30 @@ impl StoreConfig {
         Ok(StoreConfig::new(backend))
     }
 
-    /// PostgreSQL settings from the original bot's variables `DB_HOST` (a host name or address,
-    /// optionally `host:port` or `[v6]:port`), `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD`
-    /// (may be empty).
-    pub fn from_db_vars(
+    /// PostgreSQL on `host` (a host name or address, optionally `host:port` or `[v6]:port`),
+    /// `database` as `user`, with an optional `password` (empty = none). Errors name the
+    /// parameter (`host`, `database`, `user`); the caller maps them onto its own settings.
+    pub fn postgres(
         host: &str,
         database: &str,
-        username: &str,
+        user: &str,
         password: Option<&str>,
     ) -> Result<StoreConfig, StoreError> {
         let (host, port) = split_host_port(host.trim())?;
         if database.is_empty() {
             return Err(StoreError::Config {
-                setting: "DB_DATABASE",
+                setting: "database",
                 why: "empty",
             });
         }
-        if username.is_empty() {
+        if user.is_empty() {
             return Err(StoreError::Config {
-                setting: "DB_USERNAME",
+                setting: "user",
                 why: "empty",
             });
         }
         let mut c = postgres::Config::new();
-        c.host(host).dbname(database).user(username);
+        c.host(host).dbname(database).user(user);
         if let Some(port) = port {
             c.port(port);
         }
@@ -218,27 +218,6 @@ impl StoreConfig {
         Ok(StoreConfig::new(Backend::Postgres(Box::new(with_timeout(
             c,
         )))))
-    }
-
-    /// Reads `DB_HOST`, `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD` through `lookup`
-    /// (for instance `|k| std::env::var(k).ok()`). `Ok(None)` when `DB_HOST` is unset or
-    /// empty, so the caller can fall back to the SQLite default.
-    pub fn from_db_env(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<StoreConfig>, StoreError> {
-        let Some(host) = lookup("DB_HOST").filter(|h| !h.trim().is_empty()) else {
-            return Ok(None);
-        };
-        let database = lookup("DB_DATABASE").ok_or(StoreError::Config {
-            setting: "DB_DATABASE",
-            why: "not set (DB_HOST is)",
-        })?;
-        let username = lookup("DB_USERNAME").ok_or(StoreError::Config {
-            setting: "DB_USERNAME",
-            why: "not set (DB_HOST is)",
-        })?;
-        let password = lookup("DB_PASSWORD");
-        StoreConfig::from_db_vars(&host, &database, &username, password.as_deref()).map(Some)
     }
 
     /// Checks the prefix; called by [`crate::open`].
@@ -270,12 +249,12 @@ fn with_timeout(mut c: postgres::Config) -> postgres::Config {
 
 fn split_host_port(s: &str) -> Result<(&str, Option<u16>), StoreError> {
     const BAD: StoreError = StoreError::Config {
-        setting: "DB_HOST",
+        setting: "host",
         why: "expected host, host:port or [v6]:port",
     };
     if s.is_empty() {
         return Err(StoreError::Config {
-            setting: "DB_HOST",
+            setting: "host",
             why: "empty",
         });
     }
@@ -329,28 +308,21 @@ mod tests {
     }
 
     #[test]
-    fn test_db_vars() {
-        let env = |k: &str| match k {
-            "DB_HOST" => Some("[::1]:6543".to_owned()),
-            "DB_DATABASE" => Some("grafolean".to_owned()),
-            "DB_USERNAME" => Some("admin".to_owned()),
-            _ => None,
-        };
-        let Ok(Some(StoreConfig {
+    fn test_postgres_parameters() {
+        let Ok(StoreConfig {
             backend: Backend::Postgres(c),
             ..
-        })) = StoreConfig::from_db_env(env)
+        }) = StoreConfig::postgres("[::1]:6543", "grafolean", "admin", Some(""))
         else {
             panic!("expected postgres")
         };
         assert_eq!(c.get_ports(), &[6543]);
         assert_eq!(c.get_user(), Some("admin"));
-        assert!(matches!(StoreConfig::from_db_env(|_| None), Ok(None)));
-        let no_db = |k: &str| (k == "DB_HOST").then(|| "db".to_owned());
+        assert!(c.get_password().is_none());
         assert!(matches!(
-            StoreConfig::from_db_env(no_db),
+            StoreConfig::postgres("db", "", "admin", None),
             Err(StoreError::Config {
-                setting: "DB_DATABASE",
+                setting: "database",
                 ..
             })
         ));

@@ -3,7 +3,7 @@
 /// Everything a store operation can fail with.
 ///
 /// The writer's retry loop needs one question answered: [`StoreError::is_retryable`]. A batch
-/// whose [`crate::Store::write_flows`] failed was not written at all (each batch is one
+/// whose [`crate::FlowWrite::write_flows`] failed was not written at all (each batch is one
 /// transaction), so retrying the whole batch after a retryable error stores it exactly once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -240,7 +240,7 @@ fn store_via(port: u16, database: &str) -> Box<dyn Store> {
 /// Writes `batch` as the writer does: again after every retryable error, until it lands.
 fn write_until_done(s: &mut dyn Store, batch: &[Flow]) -> (u64, u32) {
     for attempt in 0..50 {
-        match s.write_flows_report(batch) {
+        match s.write_flows(batch) {
             Ok(w) => return (w.late, attempt),
             Err(e) if e.is_retryable() => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => panic!("not retryable: {e}"),
@@ -314,7 +314,7 @@ fn server_killed_mid_run_every_flow_once() {
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
                 match s.write_flows(&batch) {
-                    Ok(()) => break,
+                    Ok(_) => break,
                     Err(e) if e.is_retryable() && Instant::now() < deadline => {
                         retries += 1;
                         std::thread::sleep(Duration::from_millis(50));

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::ClickHouseStore;
-use super::read::JobBounds;
+use super::read::ChSnapshot;
 use super::rowbinary::{Reader, addr_from16};
 use crate::window_sums::{DirectionSums, ExporterSums, InterfaceSums, WindowSums};
-use crate::{JobWindow, StoreError};
+use crate::{FlowRange, StoreError};
 
 /// The columns every query groups on, per flow: exporter, its family bit, direction (1 egress,
 /// else ingress), interface, ranked address and its family, as the streaming path picks them.
@@ -28,64 +28,46 @@ fn family(addr: &str, bit: &str) -> String {
 
 type Key = (IpAddr, usize);
 
-impl ClickHouseStore {
+impl ChSnapshot<'_> {
+    /// [`crate::Snapshot::sums`]: every range's flows in one union, summed in the server.
     pub(super) fn pushdown(
-        &mut self,
-        job_id: &str,
+        &self,
         exporters: &[IpAddr],
-        period: i64,
+        ranges: &[FlowRange],
         top_n: usize,
-    ) -> Result<Option<(JobWindow, WindowSums)>, StoreError> {
-        let Some(b) = self.job_bounds(job_id, period)? else {
-            return Ok(None);
-        };
+    ) -> Result<(WindowSums, Vec<u64>), StoreError> {
         let mut sums = Sums::default();
-        let (mut flows, mut late) = (0, 0);
-        if !exporters.is_empty() {
-            let (cond, check) = Self::exporter_filter(exporters);
-            let src = self.source(&b, &cond);
-            if let Some(src) = src {
-                let (f, l) = self.counts(&b, &cond)?;
-                (flows, late) = (f, l);
-                self.sum_queries(&src, top_n, &mut sums)?;
-            }
-            if let Some(set) = check {
-                sums.0.retain(|k, _| set.contains(k));
-            }
+        let mut counts = vec![0; ranges.len()];
+        if exporters.is_empty() {
+            return Ok((sums.finish(), counts));
         }
-        Ok(Some((b.job_window(flows, late), sums.finish())))
-    }
-
-    /// `(window rows UNION ALL late rows)` with the grouping columns, `None` when both are empty.
-    fn source(&self, b: &JobBounds, cond: &str) -> Option<String> {
-        let t = &self.t;
-        let parts: Vec<String> = [("flows", b.window_cond()), ("flows", b.late_cond())]
-            .into_iter()
-            .filter_map(|(table, c)| {
-                c.map(|c| format!("SELECT {SOURCE_COLUMNS} FROM {t}{table} WHERE {cond} AND {c}"))
-            })
-            .collect();
-        (!parts.is_empty()).then(|| format!("({})", parts.join(" UNION ALL ")))
-    }
-
-    /// Flows of the window and late flows (for the [`JobWindow`]), counted by the server.
-    fn counts(&self, b: &JobBounds, cond: &str) -> Result<(u64, u64), StoreError> {
-        let t = &self.t;
-        let mut out = [0u64; 2];
-        for (i, (table, c)) in [("flows", b.window_cond()), ("flows", b.late_cond())]
-            .into_iter()
-            .enumerate()
-        {
-            if let Some(c) = c {
-                let reply = self.http.query(&format!(
-                    "SELECT count() FROM {t}{table} WHERE {cond} AND {c} FORMAT RowBinary"
-                ))?;
-                out[i] = Reader::new(&reply).u64()?;
-            }
+        let (cond, check) = ClickHouseStore::exporter_filter(exporters);
+        let t = &self.store.t;
+        let mut parts = Vec::new();
+        for (i, &range) in ranges.iter().enumerate() {
+            let Some(c) = self.range_cond(range)? else {
+                continue;
+            };
+            let reply = self.store.http.query(&format!(
+                "SELECT count() FROM {t}flows WHERE {cond} AND {c} FORMAT RowBinary"
+            ))?;
+            counts[i] = Reader::new(&reply).u64()?;
+            parts.push(format!(
+                "SELECT {SOURCE_COLUMNS} FROM {t}flows WHERE {cond} AND {c}"
+            ));
         }
-        Ok((out[0], out[1]))
+        if !parts.is_empty() {
+            let src = format!("({})", parts.join(" UNION ALL "));
+            self.store.sum_queries(&src, top_n, &mut sums)?;
+        }
+        if let Some(set) = check {
+            sums.0.retain(|k, _| set.contains(k));
+        }
+        Ok((sums.finish(), counts))
     }
+}
 
+impl ClickHouseStore {
     fn sum_queries(&self, src: &str, n: usize, sums: &mut Sums) -> Result<(), StoreError> {
         let g = "exporter, e6, eg";
         // totals per exporter and direction

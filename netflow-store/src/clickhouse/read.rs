@@ -10,9 +10,8 @@
 //! is always above its last. Over several stores (the shards of a `Distributed` table) S is
 //! the smallest of their last numbers, counting only stores that committed in the last
 //! [`ACTIVE_MICROS`]. A writer with nothing to write commits an empty record (a heartbeat)
-//! from [`crate::Store::ensure_partitions`] when idle for [`IDLE_HEARTBEAT_MICROS`] (the
-//! collector's writer calls it every 20 s), so an idle shard holds the others back by that
-//! much at most; a store idle for more than [`HEARTBEAT_MICROS`] (its writer stopped) first
+//! when asked to write an empty batch and idle for [`IDLE_HEARTBEAT_MICROS`] (the collector's
+//! writer does every 20 s), so an idle shard holds the others back by about that much at most; a store idle for more than [`HEARTBEAT_MICROS`] (its writer stopped) first
 //! writes a heartbeat before its next batch, so it rejoins with a number above any S read
 //! meanwhile. With one store S is simply its last number.
 
@@ -21,9 +20,10 @@ use std::ops::ControlFlow;
 
 use super::rowbinary::{FLOW_ROW_LEN, Reader, addr16};
 use super::{ClickHouseStore, addr_literal, now_micros, quote};
-use crate::{Fields, Flow, JobMark, JobWindow, StoreError, from_db};
+use crate::window_sums::WindowSums;
+use crate::{Fields, Flow, FlowRange, Head, JobMark, Snapshot, StoreError, Streamed, from_db};
 
-/// A store whose last commit is older than this is left out of the snapshot (90 s).
+/// A store whose last commit is older than this is left out of the view (90 s).
 pub(super) const ACTIVE_MICROS: u64 = 90_000_000;
 /// A store writes a heartbeat before a batch when its last commit is older than this (60 s),
 /// and renumbers a retried batch that old.
@@ -33,63 +33,116 @@ pub(super) const IDLE_HEARTBEAT_MICROS: u64 = 10_000_000;
 
 /// What a reader may see: batches up to `seq`, whose flows reach up to `upto`.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Snapshot {
+pub(super) struct View {
     pub(super) seq: u64,
     pub(super) upto: i64,
 }
 
-/// What a job's next run reads: `after < ts <= upto` from batches up to `seq`, and the late
-/// flows (`ts <= after`) of batches numbered after `from` (the job's mark, or the forgotten
-/// ones), which begin at `late_from`.
-#[derive(Debug, Clone)]
-pub(super) struct JobBounds {
-    after: i64,
-    upto: i64,
-    prev_seq: u64,
-    from: u64,
-    seq: u64,
-    late_from: Option<i64>,
-    /// `database.prefix` of the tables.
-    t: String,
+/// One read of a ClickHouse store: the [`View`] taken when it began.
+#[derive(Debug)]
+pub(super) struct ChSnapshot<'a> {
+    pub(super) store: &'a ClickHouseStore,
+    pub(super) view: Option<View>,
 }
 
-impl JobBounds {
-    /// The flows-table condition of the window, `None` when it is empty.
-    pub(super) fn window_cond(&self) -> Option<String> {
-        let (after, upto, seq, t) = (self.after, self.upto, self.seq, &self.t);
-        (upto > after).then(|| {
-            format!(
-                "ts > {after} AND ts <= {upto} AND seq GLOBAL IN (SELECT seq FROM {t}batches \
-                 WHERE seq <= {seq} AND max_ts > {after} AND min_ts <= {upto})"
-            )
+impl ChSnapshot<'_> {
+    /// The flows-table condition of `range` within this view, `None` when it selects nothing.
+    pub(super) fn range_cond(&self, range: FlowRange) -> Result<Option<String>, StoreError> {
+        let Some(v) = self.view else {
+            return Ok(None);
+        };
+        let t = &self.store.t;
+        Ok(match range {
+            FlowRange::Time { after, upto } => (upto > after).then(|| {
+                format!(
+                    "ts > {after} AND ts <= {upto} AND seq GLOBAL IN (SELECT seq FROM \
+                     {t}batches WHERE seq <= {} AND max_ts > {after} AND min_ts <= {upto})",
+                    v.seq
+                )
+            }),
+            FlowRange::Late {
+                after_seq,
+                upto_seq,
+                ts_upto,
+            } => {
+                // the flows at or before ts_upto of the batches committed in the range (and
+                // not forgotten), found through their commit records' spans
+                let from = u64::try_from(after_seq)
+                    .unwrap_or(0)
+                    .max(self.store.forgotten()?);
+                let upto = u64::try_from(upto_seq).unwrap_or(0).min(v.seq);
+                if upto <= from {
+                    return Ok(None);
+                }
+                let batches = format!(
+                    "FROM {t}batches WHERE seq > {from} AND seq <= {upto} AND flows > 0 AND \
+                     min_ts <= {ts_upto}"
+                );
+                let reply = self.store.http.query(&format!(
+                    "SELECT min(min_ts), count() {batches} FORMAT RowBinary"
+                ))?;
+                let (lo, n) = {
+                    let mut r = Reader::new(&reply);
+                    (r.i64()?, r.u64()?)
+                };
+                (n > 0).then(|| {
+                    format!(
+                        "ts >= {lo} AND ts <= {ts_upto} AND seq GLOBAL IN (SELECT seq {batches})"
+                    )
+                })
+            }
+        })
+    }
+}
+
+impl Snapshot for ChSnapshot<'_> {
+    fn head(&mut self) -> Result<Head, StoreError> {
+        Ok(Head {
+            max_ts: self.view.map(|v| v.upto),
+            late_seq: self.view.map_or(0, |v| v.seq as i64),
         })
     }
 
-    /// The flows-table condition of the late flows, `None` when no batch holds any.
-    pub(super) fn late_cond(&self) -> Option<String> {
-        let (after, from, seq, t) = (self.after, self.from, self.seq, &self.t);
-        self.late_from.map(|lo| {
-            format!(
-                "ts >= {lo} AND ts <= {after} AND seq GLOBAL IN (SELECT seq FROM {t}batches \
-                 WHERE seq > {from} AND seq <= {seq} AND flows > 0 AND min_ts <= {after})"
-            )
-        })
+    fn job_mark(&mut self, job_id: &str) -> Result<Option<JobMark>, StoreError> {
+        self.store.job_mark(job_id)
     }
 
-    pub(super) fn job_window(&self, flows: u64, late: u64) -> JobWindow {
-        JobWindow::read(
-            self.after,
-            self.upto,
-            (self.prev_seq as i64, self.seq as i64),
-            flows,
-            late,
-        )
+    fn flows(
+        &mut self,
+        exporters: &[IpAddr],
+        range: FlowRange,
+        fields: Fields,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<Streamed, StoreError> {
+        if exporters.is_empty() {
+            return Ok(Streamed::default());
+        }
+        let Some(c) = self.range_cond(range)? else {
+            return Ok(Streamed::default());
+        };
+        let (cond, check) = ClickHouseStore::exporter_filter(exporters);
+        let sql = format!(
+            "SELECT {} FROM {}flows WHERE {cond} AND {c} FORMAT RowBinary",
+            select_list(fields),
+            self.store.t
+        );
+        let (flows, stopped) = self.store.stream(&sql, check, fields, f)?;
+        Ok(Streamed { flows, stopped })
+    }
+
+    fn sums(
+        &mut self,
+        exporters: &[IpAddr],
+        ranges: &[FlowRange],
+        top_n: usize,
+    ) -> Result<Option<(WindowSums, Vec<u64>)>, StoreError> {
+        self.pushdown(exporters, ranges, top_n).map(Some)
     }
 }
 
 impl ClickHouseStore {
-    /// The snapshot (see the module docs), `None` before the first flow.
-    pub(super) fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+    /// The view (see the module docs), `None` before the first flow.
+    pub(super) fn view(&self) -> Result<Option<View>, StoreError> {
         let t = &self.t;
         let active = now_micros().saturating_sub(ACTIVE_MICROS);
         let reply = self.http.query(&format!(
@@ -100,107 +153,17 @@ impl ClickHouseStore {
         let (max, min_active, n_active) = (r.u64()?, r.u64()?, r.u64()?);
         let seq = if n_active > 0 { min_active } else { max };
         let reply = self.http.query(&format!(
-            "SELECT max(max_ts), countIf(flows > 0) FROM {t}batches WHERE seq <= {seq} \
-             FORMAT RowBinary"
+            "SELECT maxIf(max_ts, flows > 0), countIf(flows > 0) FROM {t}batches \
+             WHERE seq <= {seq} FORMAT RowBinary"
         ))?;
         let mut r = Reader::new(&reply);
         let (upto, n) = (r.i64()?, r.u64()?);
-        Ok((n > 0).then_some(Snapshot { seq, upto }))
-    }
-
-    /// A job's next window, `None` before the first flow.
-    pub(super) fn job_bounds(
-        &mut self,
-        job_id: &str,
-        period: i64,
-    ) -> Result<Option<JobBounds>, StoreError> {
-        let Some(Snapshot { seq, upto }) = self.snapshot()? else {
-            return Ok(None);
-        };
-        let (after, prev_seq) = match self.job_mark(job_id)? {
-            Some(m) => (m.window_end, from_db::<u64>("late_seq", m.late_seq)?),
-            None => (upto.saturating_sub(period), seq),
-        };
-        let mut from = prev_seq;
-        let mut late_from = None;
-        if seq > prev_seq {
-            from = prev_seq.max(self.forgotten()?);
-            let reply = self.http.query(&format!(
-                "SELECT min(min_ts), count() FROM {}batches WHERE seq > {from} AND \
-                 seq <= {seq} AND flows > 0 AND min_ts <= {after} FORMAT RowBinary",
-                self.t
-            ))?;
-            let mut r = Reader::new(&reply);
-            let (lo, n) = (r.i64()?, r.u64()?);
-            late_from = (n > 0).then_some(lo);
-        }
-        Ok(Some(JobBounds {
-            after,
-            upto,
-            prev_seq,
-            from,
-            seq,
-            late_from,
-            t: self.t.clone(),
-        }))
-    }
-
-    /// The flows of `exporters` with `after < ts <= upto` from every visible batch.
-    pub(super) fn read_range(
-        &self,
-        exporters: &[IpAddr],
-        after: i64,
-        upto: i64,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<u64, StoreError> {
-        if exporters.is_empty() || upto <= after {
-            return Ok(0);
-        }
-        let (cond, check) = Self::exporter_filter(exporters);
-        let t = &self.t;
-        let sql = format!(
-            "SELECT {} FROM {t}flows WHERE {cond} AND ts > {after} AND ts <= {upto} \
-             AND seq GLOBAL IN (SELECT seq FROM {t}batches WHERE max_ts > {after} AND \
-             min_ts <= {upto}) FORMAT RowBinary",
-            select_list(Fields::All)
-        );
-        Ok(self.stream(&sql, check, Fields::All, f)?.0)
-    }
-
-    /// [`crate::Store::read_job_window`].
-    pub(super) fn read_job(
-        &mut self,
-        job_id: &str,
-        exporters: &[IpAddr],
-        period: i64,
-        fields: Fields,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<Option<JobWindow>, StoreError> {
-        let Some(b) = self.job_bounds(job_id, period)? else {
-            return Ok(None);
-        };
-        let (mut flows, mut late) = (0, 0);
-        if !exporters.is_empty() {
-            let (cond, check) = Self::exporter_filter(exporters);
-            let (t, list) = (&self.t, select_list(fields));
-            let mut stopped = false;
-            if let Some(w) = b.window_cond() {
-                let sql =
-                    format!("SELECT {list} FROM {t}flows WHERE {cond} AND {w} FORMAT RowBinary");
-                (flows, stopped) = self.stream(&sql, check, fields, f)?;
-            }
-            if !stopped && let Some(l) = b.late_cond() {
-                let sql =
-                    format!("SELECT {list} FROM {t}flows WHERE {cond} AND {l} FORMAT RowBinary");
-                late = self.stream(&sql, check, fields, f)?.0;
-            }
-        }
-        Ok(Some(b.job_window(flows, late)))
+        Ok((n > 0).then_some(View { seq, upto }))
     }
 
     /// Streams the flow rows `sql` selects; with `check`, only those whose exporter is in it
     /// (addresses whose stored bytes collide: IPv4 and IPv4-mapped IPv6).
-    fn stream(
+    pub(super) fn stream(
         &self,
         sql: &str,
         check: Option<&[IpAddr]>,

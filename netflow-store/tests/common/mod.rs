@@ -212,25 +212,21 @@ pub fn assert_upgraded_job_gets_late_flows(
     from: u32,
 ) {
     let late = flow(job_end - 1, "192.0.2.1");
-    assert_eq!(
-        s.write_flows_report(&[late]).unwrap().late,
-        1,
-        "from {from}"
-    );
+    assert_eq!(s.write_flows(&[late]).unwrap().late, 1, "from {from}");
     let mut got = Vec::new();
-    let w = s
-        .read_job_window(
-            "1min",
-            &[ip("192.0.2.1")],
-            60_000_000,
-            netflow_store::Fields::All,
-            &mut |f| {
-                got.push(*f);
-                std::ops::ControlFlow::Continue(())
-            },
-        )
-        .unwrap()
-        .unwrap();
+    let w = netflow_store::jobs::read_window(
+        s,
+        "1min",
+        &[ip("192.0.2.1")],
+        60_000_000,
+        netflow_store::Fields::All,
+        &mut |f| {
+            got.push(*f);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(
         (w.after, w.upto, w.late_flows),
         (job_end, max_ts, 1),

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
+
+/// How often an idle writer writes an empty batch (a heartbeat on ClickHouse).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(20);
 use netflow_wire::{
     DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
 };
@@ -88,6 +91,8 @@ pub struct Writer {
     backoff: crate::backoff::Backoff,
     saved_templates: Vec<u8>,
     templates_checked: Instant,
+    /// Last empty batch written while idle.
+    maintained: Instant,
     warn_decode: RateLimit,
     warn_db: RateLimit,
     warn_drop: RateLimit,
@@ -173,6 +178,7 @@ impl Writer {
             backoff: crate::backoff::store_backoff(),
             saved_templates: saved,
             templates_checked: Instant::now(),
+            maintained: Instant::now(),
             warn_decode: RateLimit::new(period),
             warn_db: RateLimit::new(period),
             warn_drop: RateLimit::new(period),
@@ -308,6 +314,19 @@ impl Writer {
             self.save_templates();
             let expired = self.decoder.expire(stats::now_micros()).len() as u64;
             stats::add(&self.counters.sets_lost, expired);
+        }
+        // idle: an empty batch (a no-op on PostgreSQL and SQLite; on ClickHouse a heartbeat that
+        // keeps an idle writer's shard from holding back the readers of a Distributed table)
+        if now.duration_since(self.maintained) >= MAINTENANCE_INTERVAL
+            && self.retry_at.is_none()
+            && self.pending.is_empty()
+            && self.batch.is_empty()
+        {
+            self.maintained = now;
+            if let Err(e) = self.store.write_flows(&[]) {
+                stats::add(&self.counters.db_errors, 1);
+                debug!(error = %e, "store maintenance failed; next time");
+            }
         }
     }
 

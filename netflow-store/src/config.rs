@@ -20,6 +20,87 @@ pub enum Backend {
     Postgres(Box<postgres::Config>),
     /// An SQLite database file (the zero-setup default); created if missing.
     Sqlite(PathBuf),
+    /// A ClickHouse server over HTTP (for more flows than one PostgreSQL server holds).
+    ClickHouse(ClickHouseConfig),
+}
+
+/// Default ClickHouse database (`CLICKHOUSE_DATABASE`).
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "netflow";
+
+/// Where a ClickHouse store lives. `Debug` hides the password.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, `http://host:8123` (or `https://`).
+    pub url: String,
+    /// The database (created if missing): `[A-Za-z_][A-Za-z0-9_]*`.
+    pub database: String,
+    /// User name (the server's `default` user when `None`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl ClickHouseConfig {
+    /// Checks `url` (`http://` or `https://`, `CLICKHOUSE_URL`) and `database`
+    /// (`CLICKHOUSE_DATABASE`); empty user and password count as unset.
+    ///
+    /// ```
+    /// use netflow_store::{Backend, ClickHouseConfig, StoreConfig};
+    /// let c = ClickHouseConfig::new("http://127.0.0.1:8123", "netflow", None, None)?;
+    /// let store = StoreConfig::new(Backend::ClickHouse(c));
+    /// # Ok::<(), netflow_store::StoreError>(())
+    /// ```
+    pub fn new(
+        url: &str,
+        database: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<ClickHouseConfig, StoreError> {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or(StoreError::Config {
+                setting: "CLICKHOUSE_URL",
+                why: "expected http://host:port or https://host:port",
+            })?;
+        if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+            return Err(StoreError::Config {
+                setting: "CLICKHOUSE_URL",
+                why: "expected http://host:port or https://host:port (no query)",
+            });
+        }
+        let d = database.as_bytes();
+        let ok = !d.is_empty()
+            && d.len() <= 64
+            && (d[0].is_ascii_alphabetic() || d[0] == b'_')
+            && d.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(StoreError::Config {
+                setting: "CLICKHOUSE_DATABASE",
+                why: "must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 characters",
+            });
+        }
+        let some = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_owned);
+        Ok(ClickHouseConfig {
+            url: url.to_owned(),
+            database: database.to_owned(),
+            user: some(user),
+            password: some(password),
+        })
+    }
 }
 
 /// Everything [`crate::open`] needs.
@@ -255,6 +336,34 @@ mod tests {
         assert!(matches!(split_host_port("db:5432"), Ok(("db", Some(5432)))));
         assert!(matches!(split_host_port("fe80::1"), Ok(("fe80::1", None))));
         assert!(split_host_port("db:x").is_err());
+    }
+
+    #[test]
+    fn test_clickhouse_settings() {
+        let c = ClickHouseConfig::new("http://ch:8123/", "netflow", Some(""), Some("pw")).unwrap();
+        assert_eq!(
+            (c.user.as_deref(), c.password.as_deref()),
+            (None, Some("pw"))
+        );
+        assert!(!format!("{c:?}").contains("pw"));
+        for bad in ["ch:8123", "tcp://ch:9000", "http://", "http://ch/?x=1"] {
+            assert!(
+                matches!(
+                    ClickHouseConfig::new(bad, "netflow", None, None),
+                    Err(StoreError::Config {
+                        setting: "CLICKHOUSE_URL",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        for bad in ["", "1db", "a-b", "db;drop"] {
+            assert!(
+                ClickHouseConfig::new("http://ch", bad, None, None).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

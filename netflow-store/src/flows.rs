@@ -151,6 +151,20 @@ pub trait Snapshot {
         fields: Fields,
         f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
     ) -> Result<Streamed, StoreError>;
+
+    /// Aggregation pushdown: the sums of the flows of `exporters` in all of `ranges` taken
+    /// together, computed by the database server with top lists of `top_n`, and how many
+    /// flows each range holds. `Ok(None)` (the default) when the backend does not aggregate in
+    /// the server: stream the ranges with [`Snapshot::flows`] instead. ClickHouse does.
+    fn sums(
+        &mut self,
+        exporters: &[IpAddr],
+        ranges: &[FlowRange],
+        top_n: usize,
+    ) -> Result<Option<(crate::window_sums::WindowSums, Vec<u64>)>, StoreError> {
+        let _ = (exporters, ranges, top_n);
+        Ok(None)
+    }
 }
 
 /// The readers' side of a store: consistent snapshots, and the exporters table.

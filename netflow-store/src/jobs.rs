@@ -11,6 +11,7 @@
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 
+use crate::window_sums::WindowSums;
 use crate::{Fields, Flow, FlowRange, FlowRead, Snapshot, StoreError};
 
 /// A bot job's bookkeeping: the end of the last window it sent and the last late-flow batch it
@@ -76,39 +77,105 @@ pub fn read_window(
 ) -> Result<Option<JobWindow>, StoreError> {
     let mut window = None;
     store.read(&mut |s: &mut dyn Snapshot| {
-        let head = s.head()?;
-        let Some(upto) = head.max_ts else {
+        let Some(plan) = Plan::of(s, job_id, period_micros)? else {
             return Ok(());
         };
-        let (after, prev_seq) = match s.job_mark(job_id)? {
-            Some(m) => (m.window_end, m.late_seq),
-            None => (upto.saturating_sub(period_micros), head.late_seq),
-        };
-        let range = FlowRange::Time { after, upto };
-        let read = s.flows(exporters, range, fields, f)?;
+        let read = s.flows(exporters, plan.window(), fields, f)?;
         let mut late_flows = 0;
-        if head.late_seq > prev_seq && !read.stopped {
-            let late = FlowRange::Late {
-                after_seq: prev_seq,
-                upto_seq: head.late_seq,
-                ts_upto: after,
-            };
+        if let Some(late) = plan.late()
+            && !read.stopped
+        {
             late_flows = s.flows(exporters, late, fields, f)?.flows;
         }
-        let upto = upto.max(after);
-        window = Some(JobWindow {
-            after,
-            upto,
-            mark: JobMark {
-                window_end: upto,
-                late_seq: head.late_seq.max(prev_seq),
-            },
-            flows: read.flows,
-            late_flows,
-        });
+        window = Some(plan.job_window(read.flows, late_flows));
         Ok(())
     })?;
     Ok(window)
+}
+
+/// [`read_window`]'s aggregation pushed down to the server: the same window and late flows
+/// (the same [`JobWindow`] and mark), summed by the server ([`Snapshot::sums`]) with top lists
+/// of `top_n`; only the sums travel. `Ok(None)` when the store holds no flow yet or does not
+/// aggregate in the server (PostgreSQL, SQLite): then [`read_window`].
+pub fn read_window_sums(
+    store: &mut dyn FlowRead,
+    job_id: &str,
+    exporters: &[IpAddr],
+    period_micros: i64,
+    top_n: usize,
+) -> Result<Option<(JobWindow, WindowSums)>, StoreError> {
+    let mut out = None;
+    store.read(&mut |s: &mut dyn Snapshot| {
+        let Some(plan) = Plan::of(s, job_id, period_micros)? else {
+            return Ok(());
+        };
+        let mut ranges = vec![plan.window()];
+        ranges.extend(plan.late());
+        if let Some((sums, counts)) = s.sums(exporters, &ranges, top_n)? {
+            let n = |i: usize| counts.get(i).copied().unwrap_or(0);
+            out = Some((plan.job_window(n(0), n(1)), sums));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// A job's next run in one snapshot: the window `after < ts <= upto` and the late batches
+/// after `prev_seq` up to the head's.
+struct Plan {
+    after: i64,
+    upto: i64,
+    prev_seq: i64,
+    head_seq: i64,
+}
+
+impl Plan {
+    /// `None` before the first flow.
+    fn of(s: &mut dyn Snapshot, job_id: &str, period: i64) -> Result<Option<Plan>, StoreError> {
+        let head = s.head()?;
+        let Some(upto) = head.max_ts else {
+            return Ok(None);
+        };
+        let (after, prev_seq) = match s.job_mark(job_id)? {
+            Some(m) => (m.window_end, m.late_seq),
+            None => (upto.saturating_sub(period), head.late_seq),
+        };
+        Ok(Some(Plan {
+            after,
+            upto,
+            prev_seq,
+            head_seq: head.late_seq,
+        }))
+    }
+
+    fn window(&self) -> FlowRange {
+        FlowRange::Time {
+            after: self.after,
+            upto: self.upto,
+        }
+    }
+
+    fn late(&self) -> Option<FlowRange> {
+        (self.head_seq > self.prev_seq).then_some(FlowRange::Late {
+            after_seq: self.prev_seq,
+            upto_seq: self.head_seq,
+            ts_upto: self.after,
+        })
+    }
+
+    fn job_window(&self, flows: u64, late_flows: u64) -> JobWindow {
+        let upto = self.upto.max(self.after);
+        JobWindow {
+            after: self.after,
+            upto,
+            mark: JobMark {
+                window_end: upto,
+                late_seq: self.head_seq.max(self.prev_seq),
+            },
+            flows,
+            late_flows,
+        }
+    }
 }
 
 /// The window end last recorded for a bot job, `None` for a new job.

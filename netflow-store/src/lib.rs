@@ -3,13 +3,15 @@
 //!
 //! # Guarantees
 //!
-//! * **One shape, two backends.** A store is four small traits, one concern each:
+//! * **One shape, three backends.** A store is four small traits, one concern each:
 //!   [`FlowWrite`] (the writer's batches, exactly once, and the exporters table), [`FlowRead`]
 //!   (consistent [`Snapshot`]s: flows of a time range or a late-flow batch range, with a
 //!   column projection), [`JobLedger`] (the bot's marks) and [`Upkeep`] (retention).
 //!   [`Store`] is all four. [`PgStore`] (PostgreSQL, production: binary `COPY`, hourly native
-//!   partitions) and [`SqliteStore`] (an SQLite file, the zero-setup default) implement them
-//!   and pass one conformance test suite, so they store, return and forget exactly the same
+//!   partitions), [`SqliteStore`] (an SQLite file, the zero-setup default) and
+//!   [`ClickHouseStore`] (ClickHouse over HTTP, RowBinary, for more flows than one PostgreSQL
+//!   server keeps; it also sums a bot window in the server, [`jobs::read_window_sums`])
+//!   implement them and pass one conformance test suite, so they store, return and forget exactly the same
 //!   flows. The rules that are not a backend's own, the bot's windows and late flows, live
 //!   once in [`jobs`].
 //! * **A batch is all or nothing.** [`FlowWrite::write_flows`] is one transaction. After an
@@ -98,6 +100,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+mod clickhouse;
 mod config;
 mod error;
 mod flows;
@@ -110,11 +113,14 @@ mod sqlite;
 #[doc(hidden)]
 pub mod test_support;
 mod upkeep;
+pub mod window_sums;
 
 pub use netflow_wire::Flow;
 
+pub use crate::clickhouse::ClickHouseStore;
 pub use crate::config::{
-    Backend, DEFAULT_PARTITIONS_AHEAD, DEFAULT_RETENTION_DAYS, DEFAULT_TABLE_PREFIX, StoreConfig,
+    Backend, ClickHouseConfig, DEFAULT_CLICKHOUSE_DATABASE, DEFAULT_PARTITIONS_AHEAD,
+    DEFAULT_RETENTION_DAYS, DEFAULT_TABLE_PREFIX, StoreConfig,
 };
 pub use crate::error::StoreError;
 pub use crate::flows::{
@@ -142,6 +148,7 @@ pub fn open(config: &StoreConfig) -> Result<Box<dyn Store>, StoreError> {
     Ok(match &config.backend {
         Backend::Postgres(_) => Box::new(PgStore::open(config)?),
         Backend::Sqlite(_) => Box::new(SqliteStore::open(config)?),
+        Backend::ClickHouse(_) => Box::new(ClickHouseStore::open(config)?),
     })
 }
 

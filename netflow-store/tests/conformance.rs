@@ -1,5 +1,5 @@
-//! The conformance suite: every check runs on both backends (PostgreSQL on the test server,
-//! SQLite in a temp file), each in a database of its own.
+//! The conformance suite: every check runs on every backend (PostgreSQL on the test server,
+//! SQLite in a temp file, ClickHouse on the tests' own server), each in a database of its own.
 
 mod common;
 
@@ -19,6 +19,14 @@ macro_rules! conformance {
             fn $name() {
                 let db = super::common::PgDb::new();
                 let mut store = netflow_store::open(&db.config).expect("open PostgreSQL store");
+                super::$name(&mut *store);
+            })*
+        }
+        mod clickhouse {
+            $(#[test]
+            fn $name() {
+                let db = super::common::ClickHouseDb::new();
+                let mut store = netflow_store::open(&db.config).expect("open ClickHouse store");
                 super::$name(&mut *store);
             })*
         }

@@ -234,3 +234,27 @@ pub fn assert_upgraded_job_gets_late_flows(
     );
     assert!(got.contains(&late), "from {from}");
 }
+
+/// A ClickHouse database of its own on the shared test server (netflow-store's test-support
+/// starts it if it is down), dropped when this is dropped.
+pub struct ClickHouseDb {
+    pub config: StoreConfig,
+    pub db: netflow_store::test_support::clickhouse::TestDatabase,
+}
+
+impl ClickHouseDb {
+    pub fn new() -> ClickHouseDb {
+        let server = netflow_store::test_support::clickhouse::ClickHouseServer::shared();
+        ClickHouseDb::on(&server)
+    }
+
+    pub fn on(server: &netflow_store::test_support::clickhouse::ClickHouseServer) -> ClickHouseDb {
+        let db = netflow_store::test_support::clickhouse::TestDatabase::new(server, "conf");
+        let c = netflow_store::ClickHouseConfig::new(&server.url(), &db.name, None, None)
+            .expect("ClickHouse test config");
+        ClickHouseDb {
+            config: StoreConfig::new(Backend::ClickHouse(c)),
+            db,
+        }
+    }
+}

@@ -183,20 +183,25 @@ pub fn run_collector(cli: &CollectorCli) -> Result<(), Error> {
     Ok(())
 }
 
-/// Opens the store, retrying (with a log line) while it is unreachable, until `stop`.
-pub fn open_store(args: &StoreArgs, stop: &AtomicBool) -> Result<Box<dyn Store>, Error> {
+/// Opens the store for `role` (who uses this connection: "writer", "bot", "query"...),
+/// retrying (with a log line) while it is unreachable, until `stop`. One "store open" line per
+/// store opened, naming its role.
+pub fn open_store(
+    args: &StoreArgs,
+    role: &'static str,
+    stop: &AtomicBool,
+) -> Result<Box<dyn Store>, Error> {
     let cfg = args.store_config()?;
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = crate::backoff::store_backoff();
     loop {
         match netflow_store::open(&cfg) {
             Ok(s) => {
-                info!(store = %args.describe(), "store open");
+                info!(store = %args.describe(), role, "store open");
                 return Ok(s);
             }
             Err(e) if e.is_retryable() && !stop.load(Ordering::Relaxed) => {
-                warn!(store = %args.describe(), error = %e, "store unreachable; retrying");
-                thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
+                warn!(store = %args.describe(), role, error = %e, "store unreachable; retrying");
+                thread::sleep(backoff.next_delay());
             }
             Err(e) => return Err(e.into()),
         }
@@ -225,7 +230,7 @@ pub fn run_writer(cli: &WriterCli) -> Result<(), Error> {
     let reader =
         writer::spawn_pipe_reader(path.clone(), q, Arc::clone(&counters), Arc::clone(&stop))
             .map_err(Error::io(format!("NAMED_PIPE_FILENAME {}", path.display())))?;
-    let store = open_store(&cli.store, &stop)?;
+    let store = open_store(&cli.store, "writer", &stop)?;
     let stats_thread = start_stats("writer", &cli.stats, &counters, &stop)?;
     let mut w = Writer::new(store, writer_config(&cli.writer), Arc::clone(&counters));
     // On SIGTERM/SIGINT the reader drains the pipe and ends; the writer loop ends when the
@@ -266,7 +271,7 @@ pub fn run_bot(cli: &BotCli) -> Result<(), Error> {
     let client = client(&cli.backend, &url)?;
     let stop = stop_flag()?;
     let counters = Arc::new(Counters::default());
-    let store = open_store(&cli.store, &stop)?;
+    let store = open_store(&cli.store, "bot", &stop)?;
     let stats_thread = start_stats("bot", &cli.stats, &counters, &stop)?;
     let mut bot = Bot::new(
         client,
@@ -296,7 +301,7 @@ pub fn run_all_in_one(cli: &AllInOneCli) -> Result<(), Error> {
     let stop = stop_flag()?;
     let counters = Arc::new(Counters::default());
     let (q, rx) = collector::queue_of_bytes(cli.collector.queue_bytes);
-    let store = open_store(&cli.store, &stop)?;
+    let store = open_store(&cli.store, "writer", &stop)?;
     let (recv, local) = start_receiver(&cli.collector, q, &counters, &stop)?;
     let wstop = Arc::new(AtomicBool::new(false));
     let mut w = Writer::new(store, writer_config(&cli.writer), Arc::clone(&counters));
@@ -305,7 +310,7 @@ pub fn run_all_in_one(cli: &AllInOneCli) -> Result<(), Error> {
         .name("writer".into())
         .spawn(move || writer::run(&mut w, &rx, &wstop2))
         .map_err(Error::io("writer thread"))?;
-    let mut report_store = open_store(&cli.store, &stop)?;
+    let mut report_store = open_store(&cli.store, "report", &stop)?;
     let report_stop = Arc::clone(&stop);
     let report = match backend {
         Some(c) => {

@@ -159,7 +159,19 @@ pub struct StoreArgs {
     /// PostgreSQL password (may be empty).
     #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
     pub db_password: Option<String>,
-    /// SQLite database file used when DB_HOST is unset.
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123: the flows go to ClickHouse (not with DB_HOST).
+    #[arg(long, env = "CLICKHOUSE_URL")]
+    pub clickhouse_url: Option<String>,
+    /// ClickHouse database (created if missing).
+    #[arg(long, env = "CLICKHOUSE_DATABASE", default_value = netflow_store::DEFAULT_CLICKHOUSE_DATABASE)]
+    pub clickhouse_database: String,
+    /// ClickHouse user (the server's `default` user when unset).
+    #[arg(long, env = "CLICKHOUSE_USER")]
+    pub clickhouse_user: Option<String>,
+    /// ClickHouse password (may be empty).
+    #[arg(long, env = "CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    pub clickhouse_password: Option<String>,
+    /// SQLite database file used when neither DB_HOST nor CLICKHOUSE_URL is set.
     #[arg(long, env = "DB_FILE", default_value = "netflow.db")]
     pub db_file: PathBuf,
     /// Days of raw flows kept (older hours are dropped by the bot's retention job).
@@ -168,8 +180,44 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The store configuration: PostgreSQL when `DB_HOST` is set, else SQLite.
+    /// `CLICKHOUSE_URL` when set and not empty.
+    fn clickhouse(&self) -> Option<&str> {
+        self.clickhouse_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+
+    /// The store configuration: PostgreSQL when `DB_HOST` is set, ClickHouse when
+    /// `CLICKHOUSE_URL` is, else SQLite; both set is an error.
     pub fn store_config(&self) -> Result<StoreConfig, Error> {
+        let pg = self
+            .db_host
+            .as_deref()
+            .is_some_and(|h| !h.trim().is_empty());
+        if let Some(url) = self.clickhouse() {
+            if pg {
+                return Err(Error::Setting(
+                    "CLICKHOUSE_URL",
+                    "set together with DB_HOST: choose one store (unset one of them)".into(),
+                ));
+            }
+            let c = netflow_store::ClickHouseConfig::new(
+                url,
+                &self.clickhouse_database,
+                self.clickhouse_user.as_deref(),
+                self.clickhouse_password.as_deref(),
+            )
+            .map_err(|e| match e {
+                netflow_store::StoreError::Config { setting, why } => {
+                    Error::Setting(setting, why.into())
+                }
+                e => Error::Setting("CLICKHOUSE_URL", e.to_string()),
+            })?;
+            let mut cfg = StoreConfig::new(netflow_store::Backend::ClickHouse(c));
+            cfg.retention_days = self.retention_days;
+            return Ok(cfg);
+        }
         let mut cfg = match self.db_host.as_deref().map(str::trim) {
             Some(host) if !host.is_empty() => {
                 let db = self
@@ -180,8 +228,19 @@ impl StoreArgs {
                     .db_username
                     .as_deref()
                     .ok_or(Error::Setting("DB_USERNAME", "not set (DB_HOST is)".into()))?;
-                StoreConfig::from_db_vars(host, db, user, self.db_password.as_deref())
-                    .map_err(|e| Error::Setting("DB_HOST", e.to_string()))?
+                StoreConfig::postgres(host, db, user, self.db_password.as_deref()).map_err(|e| {
+                    let setting = match &e {
+                        netflow_store::StoreError::Config {
+                            setting: "database",
+                            ..
+                        } => "DB_DATABASE",
+                        netflow_store::StoreError::Config {
+                            setting: "user", ..
+                        } => "DB_USERNAME",
+                        _ => "DB_HOST",
+                    };
+                    Error::Setting(setting, e.to_string())
+                })?
             }
             _ => StoreConfig::new(netflow_store::Backend::Sqlite(self.db_file.clone())),
         };
@@ -191,6 +250,9 @@ impl StoreArgs {
 
     /// A short description for logs, without the password.
     pub fn describe(&self) -> String {
+        if let Some(url) = self.clickhouse() {
+            return format!("ClickHouse {url}/{}", self.clickhouse_database);
+        }
         match self.db_host.as_deref().map(str::trim) {
             Some(h) if !h.is_empty() => format!(
                 "PostgreSQL {}/{}",
@@ -529,5 +591,63 @@ mod tests {
         assert_eq!(parse_bool("True"), Ok(true));
         assert_eq!(parse_bool("0"), Ok(false));
         assert!(parse_bool("maybe").is_err());
+    }
+}
+
+#[cfg(test)]
+mod clickhouse_settings {
+    use clap::Parser;
+
+    use super::StoreArgs;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(flatten)]
+        s: StoreArgs,
+    }
+
+    fn store(args: &[&str]) -> Result<netflow_store::StoreConfig, crate::Error> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .unwrap()
+            .s
+            .store_config()
+    }
+
+    #[test]
+    fn clickhouse_url_selects_clickhouse_and_excludes_db_host() {
+        let c = store(&[
+            "--clickhouse-url",
+            "http://ch:8123",
+            "--clickhouse-password",
+            "pw",
+        ])
+        .unwrap();
+        let netflow_store::Backend::ClickHouse(ch) = c.backend else {
+            panic!("not ClickHouse")
+        };
+        assert_eq!(
+            (ch.url.as_str(), ch.database.as_str()),
+            ("http://ch:8123", "netflow")
+        );
+        let both = store(&["--clickhouse-url", "http://ch:8123", "--db-host", "pg"]).unwrap_err();
+        assert_eq!(
+            both.to_string(),
+            "setting CLICKHOUSE_URL: set together with DB_HOST: choose one store (unset one of them)"
+        );
+        let bad = store(&["--clickhouse-url", "ch:8123"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("setting CLICKHOUSE_URL: "), "{bad}");
+        let bad = store(&[
+            "--clickhouse-url",
+            "http://ch",
+            "--clickhouse-database",
+            "a-b",
+        ]);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .starts_with("setting CLICKHOUSE_DATABASE: ")
+        );
     }
 }

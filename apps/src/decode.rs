@@ -85,18 +85,16 @@ pub fn run(
                 return;
             }
         };
+        s.template_misses += decoded.waiting().len() as u64;
         for issue in decoded.issues() {
             match issue {
-                DecodeError::TemplateMissing { .. } => s.template_misses += 1,
                 DecodeError::PendingDropped { .. } => {
                     s.template_misses += 1;
                     s.sets_lost += 1;
                 }
                 _ => s.set_errors += 1,
             }
-            if !matches!(issue, DecodeError::TemplateMissing { .. }) {
-                let _ = writeln!(log, "{} -> {}: {issue}", d.src, d.dst);
-            }
+            let _ = writeln!(log, "{} -> {}: {issue}", d.src, d.dst);
         }
         for e in decoded.expired() {
             s.sets_lost += 1;

@@ -44,6 +44,7 @@ counters! {
     flows_decoded: "normalized flows decoded",
     template_misses: "data sets that arrived before their template (kept pending)",
     sets_lost: "data sets lost (template never came or pending buffer full)",
+    exporters_evicted: "exporters whose templates were evicted from the full template cache (least recently seen first) to admit a new exporter",
     sequence_lost: "units (v5 flows, v9 packets) missing in exporters' sequence numbers",
     flows_stored: "flows written to the store",
     flows_late: "flows stored out of order (ts at or before the newest stored ts): the bot folds those its jobs already missed into their next windows",
@@ -55,6 +56,8 @@ counters! {
     post_errors: "failed values POSTs (after retries)",
     jobs_run: "aggregation jobs run",
     late_flows_aggregated: "late flows folded into a job's next window (once per job)",
+    posts_outcome_unknown: "values POSTs that timed out or lost the connection after sending: maybe stored, not sent again",
+    values_outcome_unknown: "values in those POSTs",
 }
 
 /// Per exporter counters (the writer's view).
@@ -66,6 +69,8 @@ pub struct ExporterStats {
     pub flows: u64,
     /// Flows written to the store.
     pub stored: u64,
+    /// Flows the writer dropped (store refused them, or memory bound and spool full).
+    pub dropped: u64,
     /// Sequence-number units received (v5 flows, v9 packets).
     pub seq_received: u64,
     /// Sequence-number units lost.
@@ -73,15 +78,25 @@ pub struct ExporterStats {
 }
 
 impl ExporterStats {
-    /// Share of the flows the exporter sent that were stored, estimated from sequence numbers
-    /// (units lost are converted to flows at the observed flows per unit). `None` before data.
+    /// Flows decoded and neither stored nor dropped yet: waiting in the current batch, in
+    /// memory while the store is down, or in the spool. Not a loss.
+    pub fn in_flight(&self) -> u64 {
+        self.flows
+            .saturating_sub(self.stored.saturating_add(self.dropped))
+    }
+
+    /// Share of the flows the exporter sent that are stored or on their way to the store (in
+    /// flight), estimated from sequence numbers: units lost are converted to flows at the
+    /// observed flows per unit, and the writer's drops count as lost. 100 % when nothing is
+    /// lost, however many flows are still in flight. `None` before data.
     pub fn stored_share(&self) -> Option<f64> {
         if self.flows == 0 || self.seq_received == 0 {
             return None;
         }
         let flows_per_unit = self.flows as f64 / self.seq_received as f64;
         let sent = self.flows as f64 + self.seq_lost as f64 * flows_per_unit;
-        Some((self.stored as f64 / sent).min(1.0))
+        let kept = self.flows.saturating_sub(self.dropped) as f64;
+        Some((kept / sent).min(1.0))
     }
 }
 
@@ -159,6 +174,16 @@ impl Counters {
                 );
                 let _ = writeln!(
                     s,
+                    "netflow_exporter_flows_in_flight{{exporter=\"{a}\"}} {}",
+                    e.in_flight()
+                );
+                let _ = writeln!(
+                    s,
+                    "netflow_exporter_flows_dropped{{exporter=\"{a}\"}} {}",
+                    e.dropped
+                );
+                let _ = writeln!(
+                    s,
                     "netflow_exporter_sequence_lost{{exporter=\"{a}\"}} {}",
                     e.seq_lost
                 );
@@ -177,8 +202,8 @@ impl Counters {
                     .map_or_else(|| "n/a".to_owned(), |s| format!("{:.2}%", s * 100.0));
                 tracing::info!(
                     target: "netflow::stats",
-                    "{who} exporter {a}: packets={} flows={} stored={} sequence_lost={} stored_share={share}",
-                    e.packets, e.flows, e.stored, e.seq_lost
+                    "{who} exporter {a}: packets={} flows={} stored={} in_flight={} dropped={} sequence_lost={} stored_share={share}",
+                    e.packets, e.flows, e.stored, e.in_flight(), e.dropped, e.seq_lost
                 );
             }
         }
@@ -289,9 +314,24 @@ mod tests {
             stored: 300,
             seq_received: 10,
             seq_lost: 10,
+            dropped: 0,
         };
         assert_eq!(e.stored_share(), Some(0.5));
         assert_eq!(ExporterStats::default().stored_share(), None);
+        // issue 12: flows waiting in the current batch are not lost
+        let waiting = ExporterStats {
+            stored: 8424,
+            flows: 8568,
+            seq_received: 8568,
+            ..ExporterStats::default()
+        };
+        assert_eq!(waiting.in_flight(), 144);
+        assert_eq!(waiting.stored_share(), Some(1.0));
+        let dropped = ExporterStats {
+            dropped: 4284,
+            ..waiting
+        };
+        assert_eq!(dropped.stored_share(), Some(0.5));
     }
 
     #[test]

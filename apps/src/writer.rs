@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
+
+/// How often an idle writer writes an empty batch (a heartbeat on ClickHouse).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(20);
 use netflow_wire::{
     DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
 };
@@ -85,13 +88,18 @@ pub struct Writer {
     exporters: HashMap<IpAddr, ExporterDelta>,
     counters: Arc<Counters>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    backoff: crate::backoff::Backoff,
     saved_templates: Vec<u8>,
     templates_checked: Instant,
+    /// Last empty batch written while idle.
+    maintained: Instant,
     warn_decode: RateLimit,
     warn_db: RateLimit,
     warn_drop: RateLimit,
     warn_seq: RateLimit,
+    warn_evict: RateLimit,
+    /// The decoder's eviction count already added to the counters.
+    evicted_seen: u64,
 }
 
 fn reason(e: &DecodeError) -> &'static str {
@@ -104,7 +112,6 @@ fn reason(e: &DecodeError) -> &'static str {
         DecodeError::ReservedSetId { .. } => "reserved_set_id",
         DecodeError::BadTemplate { .. } => "bad_template",
         DecodeError::LimitExceeded { .. } => "limit_exceeded",
-        DecodeError::TemplateMissing { .. } => "template_missing",
         DecodeError::PendingDropped { .. } => "pending_dropped",
         DecodeError::RecordOverrun { .. } => "record_overrun",
         DecodeError::TrailingBytes { .. } => "trailing_bytes",
@@ -168,13 +175,16 @@ impl Writer {
             exporters: HashMap::new(),
             counters,
             retry_at: None,
-            backoff: Duration::from_millis(500),
+            backoff: crate::backoff::store_backoff(),
             saved_templates: saved,
             templates_checked: Instant::now(),
+            maintained: Instant::now(),
             warn_decode: RateLimit::new(period),
             warn_db: RateLimit::new(period),
             warn_drop: RateLimit::new(period),
             warn_seq: RateLimit::new(period),
+            warn_evict: RateLimit::new(period),
+            evicted_seen: 0,
         }
     }
 
@@ -212,15 +222,12 @@ impl Writer {
             }
             self.batch.push(f);
         });
+        stats::add(&c.template_misses, decoded.waiting().len() as u64);
         for e in decoded.issues() {
-            match e {
-                DecodeError::TemplateMissing { .. } => stats::add(&c.template_misses, 1),
-                DecodeError::PendingDropped { .. } => {
-                    stats::add(&c.sets_lost, 1);
-                    c.decode_error(reason(e));
-                }
-                e => c.decode_error(reason(e)),
+            if let DecodeError::PendingDropped { .. } = e {
+                stats::add(&c.sets_lost, 1);
             }
+            c.decode_error(reason(e));
         }
         let expired = decoded.expired().len() as u64;
         if expired > 0 {
@@ -276,6 +283,14 @@ impl Writer {
         } else {
             x.lost_packets += lost;
         }
+        let evicted = self.decoder.exporters_evicted() - self.evicted_seen;
+        if evicted > 0 {
+            self.evicted_seen += evicted;
+            stats::add(&c.exporters_evicted, evicted);
+            if let Some(suppressed) = self.warn_evict.allow() {
+                warn!(%exporter, evicted, suppressed, "template cache full: the exporter seen least recently was evicted (its data waits for its next template refresh)");
+            }
+        }
         if self.batch_started.is_none() && !self.batch.is_empty() {
             self.batch_started = Some(Instant::now());
         }
@@ -300,6 +315,19 @@ impl Writer {
             let expired = self.decoder.expire(stats::now_micros()).len() as u64;
             stats::add(&self.counters.sets_lost, expired);
         }
+        // idle: an empty batch (a no-op on PostgreSQL and SQLite; on ClickHouse a heartbeat that
+        // keeps an idle writer's shard from holding back the readers of a Distributed table)
+        if now.duration_since(self.maintained) >= MAINTENANCE_INTERVAL
+            && self.retry_at.is_none()
+            && self.pending.is_empty()
+            && self.batch.is_empty()
+        {
+            self.maintained = now;
+            if let Err(e) = self.store.write_flows(&[]) {
+                stats::add(&self.counters.db_errors, 1);
+                debug!(error = %e, "store maintenance failed; next time");
+            }
+        }
     }
 
     /// Moves the batch to the pending queue and writes what the store takes.
@@ -316,11 +344,10 @@ impl Writer {
         }
         if self.drain() {
             self.retry_at = None;
-            self.backoff = Duration::from_millis(500);
+            self.backoff.reset();
             self.write_exporters();
         } else {
-            self.retry_at = Some(Instant::now() + self.backoff);
-            self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
         }
         self.enforce_memory_bound();
         stats::add(&self.counters.flows_buffered, 0);
@@ -370,15 +397,11 @@ impl Writer {
     }
 
     fn write(&mut self, flows: &[Flow]) -> Write {
-        match self.store.write_flows_report(flows) {
+        match self.store.write_flows(flows) {
             Ok(written) => {
                 stats::add(&self.counters.flows_stored, flows.len() as u64);
                 stats::add(&self.counters.flows_late, written.late);
-                let mut per: HashMap<IpAddr, u64> = HashMap::new();
-                for f in flows {
-                    *per.entry(f.exporter).or_default() += 1;
-                }
-                for (a, n) in per {
+                for (a, n) in per_exporter(flows) {
                     self.counters.exporter(a, |s| s.stored += n);
                 }
                 debug!(flows = flows.len(), late = written.late, "batch stored");
@@ -393,10 +416,18 @@ impl Writer {
             }
             Err(e) => {
                 stats::add(&self.counters.db_errors, 1);
-                stats::add(&self.counters.flows_dropped, flows.len() as u64);
+                self.count_dropped(flows);
                 warn!(error = %e, flows = flows.len(), "store refused a batch; dropped");
                 Write::Refused
             }
+        }
+    }
+
+    /// Counts `flows` as dropped, in total and per exporter.
+    fn count_dropped(&self, flows: &[Flow]) {
+        stats::add(&self.counters.flows_dropped, flows.len() as u64);
+        for (a, n) in per_exporter(flows) {
+            self.counters.exporter(a, |s| s.dropped += n);
         }
     }
 
@@ -417,7 +448,7 @@ impl Writer {
             if spooled {
                 stats::add(&self.counters.flows_spooled, b.len() as u64);
             } else {
-                stats::add(&self.counters.flows_dropped, b.len() as u64);
+                self.count_dropped(&b);
                 if let Some(suppressed) = self.warn_drop.allow() {
                     warn!(
                         flows = b.len(),
@@ -704,4 +735,13 @@ mod tests {
         drop(w);
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// How many of `flows` each exporter sent.
+fn per_exporter(flows: &[Flow]) -> HashMap<IpAddr, u64> {
+    let mut per: HashMap<IpAddr, u64> = HashMap::new();
+    for f in flows {
+        *per.entry(f.exporter).or_default() += 1;
+    }
+    per
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use grafolean_client::test_server::{BotKind, TestServer};
 use grafolean_client::{Client, ClientConfig, Token};
@@ -370,17 +371,19 @@ fn grafolean_500s_are_retried_and_nothing_is_skipped() {
     let client = Client::with_config(
         &server.url(),
         Token::new(&token).expect("token"),
-        ClientConfig::default().with_backoff(Duration::from_millis(10), Duration::from_millis(50)),
+        // the client alone retries a values POST after a 500 (all or nothing on the backend)
+        ClientConfig::default()
+            .with_backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .with_retries(3, 4),
     )
     .expect("client");
     let store = netflow_store::open(
-        &netflow_store::StoreConfig::from_db_vars("127.0.0.1", &db.name, "postgres", None)
+        &netflow_store::StoreConfig::postgres("127.0.0.1", &db.name, "postgres", None)
             .expect("cfg"),
     )
     .expect("store");
     let cfg = BotConfig {
         once: true,
-        post_backoff: Duration::from_millis(20),
         ..BotConfig::default()
     };
     let mut bot = Bot::new(client, store, cfg, Arc::new(Counters::default()));
@@ -417,23 +420,7 @@ fn values_post_failing_part_way_is_resumed_not_resent() {
         dir.path().join("flows.db"),
     ));
     let mut store = netflow_store::open(&cfg).expect("store");
-    let flows: Vec<netflow_store::Flow> = (0..200u32)
-        .map(|i| netflow_store::Flow {
-            ts_micros: 1_700_000_000_000_000 + i64::from(i),
-            exporter: "127.0.0.1".parse().expect("ip"),
-            input_if: i % 3 + 1,
-            output_if: 9,
-            protocol: [6, 17, 1][i as usize % 3],
-            src_addr: std::net::IpAddr::from([10, 0, (i / 50) as u8, i as u8]),
-            dst_addr: std::net::IpAddr::from([192, 0, 2, (i % 40) as u8]),
-            src_port: 40_000,
-            dst_port: [443, 80, 53, 22, 25, 123][i as usize % 6],
-            bytes: u64::from(i) * 7 + 1,
-            packets: 1,
-            ..netflow_store::Flow::default()
-        })
-        .collect();
-    store.write_flows(&flows).expect("write");
+    store.write_flows(&window_flows()).expect("write");
 
     let server = TestServer::start().expect("server");
     let account = server.add_account("a");
@@ -452,7 +439,6 @@ fn values_post_failing_part_way_is_resumed_not_resent() {
     .expect("client");
     let cfg = BotConfig {
         once: true,
-        post_backoff: Duration::from_millis(10),
         ..BotConfig::default()
     };
     let jobs = client.job_config().expect("jobs");
@@ -514,6 +500,97 @@ fn values_post_failing_part_way_is_resumed_not_resent() {
     assert!(
         matches!(third, netflow_apps::bot::JobOutcome::Sent { flows: 0, .. }),
         "{third:?}"
+    );
+}
+
+/// 200 flows of one exporter, 127.0.0.1, whose 1-minute window needs many values.
+fn window_flows() -> Vec<netflow_store::Flow> {
+    (0..200u32)
+        .map(|i| netflow_store::Flow {
+            ts_micros: 1_700_000_000_000_000 + i64::from(i),
+            exporter: "127.0.0.1".parse().expect("ip"),
+            input_if: i % 3 + 1,
+            output_if: 9,
+            protocol: [6, 17, 1][i as usize % 3],
+            src_addr: std::net::IpAddr::from([10, 0, (i / 50) as u8, i as u8]),
+            dst_addr: std::net::IpAddr::from([192, 0, 2, (i % 40) as u8]),
+            src_port: 40_000,
+            dst_port: [443, 80, 53, 22, 25, 123][i as usize % 6],
+            bytes: u64::from(i) * 7 + 1,
+            packets: 1,
+            ..netflow_store::Flow::default()
+        })
+        .collect()
+}
+
+/// Issue 13: a values POST that the backend stored but answered after the client's values
+/// timeout must not be sent again (Grafolean stamps each POST with its arrival time, so a
+/// second POST is a second data point). The bot used to retry it up to three times.
+#[test]
+fn values_post_stored_but_answered_too_late_is_not_sent_again() {
+    let dir = TempDir::new("late-answer");
+    netflow_store::open(&cfg_store(&dir))
+        .expect("store")
+        .write_flows(&window_flows())
+        .expect("write");
+    let server = TestServer::start().expect("server");
+    let account = server.add_account("a");
+    let (_b, token) = server.add_bot(BotKind::Systemwide);
+    let cred = server.add_credential(account, "c");
+    let sensor = server.add_sensor(account, "s", None);
+    server.add_netflow_entity(account, "r", "127.0.0.1", cred, sensor, None);
+    let mut ccfg = ClientConfig::default()
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .with_max_values_per_request(50);
+    ccfg.values_timeout = Duration::from_millis(300);
+    let client = Client::with_config(&server.url(), Token::new(&token).expect("token"), ccfg)
+        .expect("client");
+    let jobs = client.job_config().expect("jobs");
+    let acc = jobs.accounts.first().expect("account").clone();
+    let counters = Arc::new(Counters::default());
+    let mut bot = Bot::new(
+        client,
+        netflow_store::open(&cfg_store(&dir)).expect("store"),
+        BotConfig {
+            once: true,
+            ..BotConfig::default()
+        },
+        counters.clone(),
+    );
+
+    // Every request is stored at once and answered after 1 s, past the 300 ms timeout.
+    server.answer_late_next(1_000_000, Duration::from_secs(1));
+    let out = bot.run_job(&acc, netflow_apps::bot::Interval::M1);
+    server.answer_late_next(0, Duration::ZERO);
+    let got = server.values();
+    let mut paths: Vec<&str> = got.iter().map(|v| v.path.as_str()).collect();
+    let n = paths.len();
+    assert!(n > 50, "the window needs several requests ({n} values)");
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(
+        paths.len(),
+        n,
+        "a value was stored twice: the POST was sent again"
+    );
+    let out = out.expect("the job goes on: an unknown outcome is not a failure to retry");
+    assert!(
+        matches!(out, netflow_apps::bot::JobOutcome::Sent { values: 0, .. }),
+        "no POST was acknowledged: {out:?}"
+    );
+    let unknown = counters.values_outcome_unknown.load(Ordering::Relaxed);
+    assert_eq!(
+        unknown as usize, n,
+        "every value's outcome is counted as unknown"
+    );
+    assert!(counters.posts_outcome_unknown.load(Ordering::Relaxed) >= 2);
+    // The window end was recorded: the next run covers no flow.
+    let next = bot
+        .run_job(&acc, netflow_apps::bot::Interval::M1)
+        .expect("next run");
+    assert!(
+        matches!(next, netflow_apps::bot::JobOutcome::Sent { flows: 0, .. }),
+        "{next:?}"
     );
 }
 

@@ -7,7 +7,9 @@
 //! cargo bench -p netflow-benches --bench pipeline
 //! NETFLOW_BENCH_RATES=50000,100000,200000,300000,500000   flows/s, one run each
 //! NETFLOW_BENCH_SECS=30                                    seconds of traffic per rate
-//! NETFLOW_BENCH_PART=all                                   all | pipeline | bot | aggregate
+//! NETFLOW_BENCH_PART=all                                   all | pipeline | bot | aggregate | window-read
+//! NETFLOW_BENCH_READ_MINUTES=30                            window-read: minutes of one hour written
+//! NETFLOW_BENCH_READ_FLOWS_PER_MINUTE=1000000              window-read: flows per minute
 //! NETFLOW_BENCH_BOT_FLOWS=6000000                          flows in the bot's 1-minute window
 //! NETFLOW_BENCH_BIN_DIR=target/release                     where the apps binaries are
 //! ```
@@ -74,6 +76,12 @@ fn main() {
     }
     if part == "aggregate" {
         aggregate_only(env_or("NETFLOW_BENCH_BOT_FLOWS", 6_000_000));
+    }
+    if part == "window-read" {
+        window_read(
+            env_or("NETFLOW_BENCH_READ_MINUTES", 30),
+            env_or("NETFLOW_BENCH_READ_FLOWS_PER_MINUTE", 1_000_000),
+        );
     }
 }
 
@@ -562,7 +570,7 @@ fn aggregate_only(n: usize) {
 
 fn bot_window(n: usize) {
     let db = Db::new("bot");
-    let cfg = StoreConfig::from_db_vars("127.0.0.1", &db.name, "postgres", None).expect("config");
+    let cfg = StoreConfig::postgres("127.0.0.1", &db.name, "postgres", None).expect("config");
     let mut store = netflow_store::open(&cfg).expect("store");
     let end: i64 = 1_700_000_000_000_000;
     let t = Instant::now();
@@ -651,6 +659,67 @@ fn bot_window(n: usize) {
             "| {} | {f} | {v} | | {:.2} | {:.2} / {:.2} |",
             i.label(),
             total.as_secs_f64(),
+            c1 - c0,
+            p1 - p0
+        );
+    }
+}
+
+/// The bot's 1-minute window read as a running writer leaves the table: `minutes` minutes of
+/// one hour written in time order through the store's write path, in the writer's batches of
+/// 20,000 (`BATCH_FLOWS`), with `per_minute` flows a minute; then `ANALYZE` (what autovacuum
+/// does soon after) but no `VACUUM` (the product does not run one, and it would summarize the
+/// BRIN index on the side); then the last minute's window read and aggregated three times.
+/// Before issue 13 nothing in the write path summarized BRIN ranges, so the read scanned the
+/// whole unsummarized hour.
+fn window_read(minutes: i64, per_minute: usize) {
+    let db = Db::new("wread");
+    let cfg = StoreConfig::postgres("127.0.0.1", &db.name, "postgres", None).expect("config");
+    let mut store = netflow_store::open(&cfg).expect("store");
+    let hour: i64 = 1_699_999_200_000_000; // 2023-11-14 22:00 UTC
+    let t = Instant::now();
+    for m in 0..minutes.clamp(1, 59) {
+        let end = hour + (m + 1) * 60_000_000;
+        for s in (0..per_minute).step_by(20_000) {
+            let flows = window_flows(per_minute, end, s..(s + 20_000).min(per_minute));
+            store.write_flows(&flows).expect("write flows");
+        }
+    }
+    let ingest = t.elapsed();
+    let _ = db.client().batch_execute("ANALYZE netflow_flows");
+    let exporters: Vec<IpAddr> = (1..=10u8)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(192, 0, 2, i)))
+        .collect();
+    let cpu = || {
+        let own = usage(std::process::id()).cpu;
+        let pg: f64 = db.backends().into_iter().map(|p| usage(p).cpu).sum();
+        (own, pg)
+    };
+    println!();
+    println!(
+        "Window read: {minutes} minutes x {per_minute} flows written in {:.1} s; the last minute read and aggregated:",
+        ingest.as_secs_f64()
+    );
+    println!();
+    println!("| read | flows | wall s | CPU s bot / PG |");
+    println!("|---|---:|---:|---|");
+    for run in 1..=3 {
+        let (c0, p0) = cpu();
+        let t = Instant::now();
+        let (w, _) = bot::aggregate_window(
+            store.as_mut(),
+            &format!("read-{run}"),
+            Interval::M1,
+            &exporters,
+        )
+        .expect("aggregate")
+        .expect("data");
+        let flows = w.flows();
+        drop(w);
+        let wall = t.elapsed().as_secs_f64();
+        let (c1, p1) = cpu();
+        println!(
+            "| {run} | {flows} | {wall:.2} | {:.2} / {:.2} |",
             c1 - c0,
             p1 - p0
         );

@@ -17,7 +17,19 @@ fn run() -> Result<(), grafolean_client::Error> {
             "set BACKEND_URL, e.g. http://127.0.0.1:18000/api".to_owned(),
         )
     })?;
-    let client = Client::new(&url, Token::from_env()?)?;
+    // The library reads no environment: the program says where the token comes from.
+    let token = match std::env::var("BOT_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Token::new(&t)?,
+        _ => match std::env::var_os("BOT_TOKEN_FROM_FILE") {
+            Some(p) if !p.is_empty() => Token::from_file(std::path::Path::new(&p))?,
+            _ => {
+                return Err(grafolean_client::Error::Config(
+                    "set BOT_TOKEN or BOT_TOKEN_FROM_FILE to the bot's token".to_owned(),
+                ));
+            }
+        },
+    };
+    let client = Client::new(&url, token)?;
     client.wait_until_ready(Some(Duration::from_secs(30)))?;
     let jobs = client.job_config()?;
     println!("bot user id: {}", jobs.bot_id);

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -10,11 +9,13 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
 
+use crate::config::{ClientConfig, Token};
 use crate::error::Error;
 use crate::model::{
     Account, AccountId, Created, Credential, CredentialId, Entity, EntityId, List, NewEntity,
     Profile, Sensor, SensorId, StatusInfo,
 };
+use crate::roots::{root_certs_with, tls_message};
 use crate::values::{ValueBatch, WireValue};
 
 /// Longest response body read; the largest real answer is an account's entity list.
@@ -23,137 +24,6 @@ const MAX_BODY: u64 = 32 * 1024 * 1024;
 const MAX_MESSAGE: usize = 512;
 /// What replaces the token wherever text could contain it.
 const REDACTED: &str = "<redacted>";
-
-/// A bot token (the `b` query parameter). Its `Debug` output never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    /// A token from text; surrounding whitespace (e.g. a file's trailing newline, which
-    /// makes the backend answer 500) is trimmed. Empty text is refused.
-    pub fn new(token: &str) -> Result<Token, Error> {
-        let t = token.trim();
-        if t.is_empty() {
-            return Err(Error::Config("the bot token is empty".to_owned()));
-        }
-        Ok(Token(t.to_owned()))
-    }
-
-    /// Reads the token from a file (`BOT_TOKEN_FROM_FILE`), trimmed.
-    pub fn from_file(path: &Path) -> Result<Token, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read bot token file {}: {e}",
-                path.display()
-            ))
-        })?;
-        Token::new(&text)
-    }
-
-    /// `BOT_TOKEN`, or else the file named by `BOT_TOKEN_FROM_FILE`, as the original bot read them.
-    pub fn from_env() -> Result<Token, Error> {
-        match std::env::var("BOT_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => Token::new(&t),
-            _ => match std::env::var_os("BOT_TOKEN_FROM_FILE") {
-                Some(p) if !p.is_empty() => Token::from_file(Path::new(&p)),
-                _ => Err(Error::Config(
-                    "set BOT_TOKEN or BOT_TOKEN_FROM_FILE to the bot's token".to_owned(),
-                )),
-            },
-        }
-    }
-
-    /// The secret itself, for code that must pass it on. Never log it.
-    pub fn secret(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-/// Timeouts, retries and batch size. `Default` suits a bot talking to a real backend.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ClientConfig {
-    /// Whole-call timeout (connect, send, answer) for reads and small POSTs. Default 10 s.
-    pub timeout: Duration,
-    /// Whole-call timeout for a values POST; the real backend needs about 1 s per 1,000
-    /// new paths on a small machine. Default 60 s.
-    pub values_timeout: Duration,
-    /// Extra attempts for GETs after a transport error, timeout or 5xx. Default 3.
-    pub read_retries: u32,
-    /// Extra attempts for a values POST after a 5xx or a connection that was never made.
-    /// A values POST is not retried after a timeout or a broken connection, because the
-    /// backend may have stored it; never after a 2xx. Default 2.
-    pub post_retries: u32,
-    /// First delay between attempts; doubles each time, up to `backoff_max`. Default 500 ms.
-    pub backoff_initial: Duration,
-    /// Longest delay between attempts (retries and readiness polls). Default 10 s, as the
-    /// original bot polled `status/info`.
-    pub backoff_max: Duration,
-    /// A batch larger than this is sent as several POSTs. Default 1,000.
-    pub max_values_per_request: usize,
-    /// A PEM file of extra root certificates to trust for HTTPS (`BACKEND_CA_FILE`), e.g. a
-    /// self-hosted Grafolean's private CA. They are trusted in addition to the bundled
-    /// Mozilla roots, or with the `platform-certs` feature in addition to the system's roots
-    /// (read with `rustls-native-certs`). Read once, when the [`Client`] is made; a missing,
-    /// unreadable or invalid file is [`Error::CaFile`]. Default: none.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> ClientConfig {
-        ClientConfig {
-            timeout: Duration::from_secs(10),
-            values_timeout: Duration::from_secs(60),
-            read_retries: 3,
-            post_retries: 2,
-            backoff_initial: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(10),
-            max_values_per_request: 1000,
-            ca_file: None,
-        }
-    }
-}
-
-impl ClientConfig {
-    /// Sets [`timeout`](Self::timeout) and [`values_timeout`](Self::values_timeout).
-    pub fn with_timeout(mut self, timeout: Duration) -> ClientConfig {
-        self.timeout = timeout;
-        self.values_timeout = timeout;
-        self
-    }
-
-    /// Sets both retry counts.
-    pub fn with_retries(mut self, read_retries: u32, post_retries: u32) -> ClientConfig {
-        self.read_retries = read_retries;
-        self.post_retries = post_retries;
-        self
-    }
-
-    /// Sets the backoff bounds.
-    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> ClientConfig {
-        self.backoff_initial = initial;
-        self.backoff_max = max;
-        self
-    }
-
-    /// Sets [`max_values_per_request`](Self::max_values_per_request) (at least 1).
-    pub fn with_max_values_per_request(mut self, n: usize) -> ClientConfig {
-        self.max_values_per_request = n.max(1);
-        self
-    }
-
-    /// Sets [`ca_file`](Self::ca_file): extra root certificates to trust, from a PEM file.
-    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> ClientConfig {
-        self.ca_file = Some(path.into());
-        self
-    }
-}
 
 /// What a successful [`Client::post_values`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -679,86 +549,6 @@ impl Client {
     }
 }
 
-/// The roots to trust with a CA file: the file's certificates plus the bundled Mozilla roots,
-/// or with `platform-certs` the system's.
-fn root_certs_with(path: &Path) -> Result<ureq::tls::RootCerts, Error> {
-    let extra = read_ca_file(path)?;
-    let mut roots = base_roots();
-    let (bundled, added) = (roots.len(), extra.len());
-    roots.extend(extra);
-    info!(
-        ca_file = %path.display(),
-        certificates = added,
-        other_roots = bundled,
-        "trusting the CA file's certificates for HTTPS"
-    );
-    Ok(ureq::tls::RootCerts::new_with_certs(&roots))
-}
-
-#[cfg(not(feature = "platform-certs"))]
-fn base_roots() -> Vec<ureq::tls::Certificate<'static>> {
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
-        .collect()
-}
-
-#[cfg(feature = "platform-certs")]
-fn base_roots() -> Vec<ureq::tls::Certificate<'static>> {
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        warn!(error = %e, "reading the system's root certificates");
-    }
-    found
-        .certs
-        .iter()
-        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-        .collect()
-}
-
-/// Every certificate of a PEM file, each checked to be usable as a trust anchor (rustls
-/// would otherwise skip a bad one silently and every handshake would fail later).
-fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Error> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-
-    let fail = |reason: String| Error::CaFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-    let mut certs = Vec::new();
-    for (i, der) in CertificateDer::pem_slice_iter(&pem).enumerate() {
-        let der = der.map_err(|e| fail(format!("not valid PEM: {e}")))?;
-        rustls::RootCertStore::empty()
-            .add(der.clone())
-            .map_err(|e| {
-                fail(format!(
-                    "certificate {} is not a usable CA certificate: {e}",
-                    i + 1
-                ))
-            })?;
-        certs.push(ureq::tls::Certificate::from_der(der.as_ref()).to_owned());
-    }
-    if certs.is_empty() {
-        return Err(fail(
-            "no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)".to_owned(),
-        ));
-    }
-    Ok(certs)
-}
-
-/// A TLS failure, with what to do about a certificate that is not trusted.
-fn tls_message(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => format!(
-            "TLS: {e}: the server's certificate is not signed by a trusted root; for a private \
-             CA, trust its certificate with a CA file (ClientConfig::ca_file, BACKEND_CA_FILE)"
-        ),
-        _ => format!("TLS: {e}"),
-    }
-}
-
 fn parse<T: DeserializeOwned>(method: Method, resource: &str, text: &str) -> Result<T, Error> {
     serde_json::from_str(text).map_err(|e| Error::Decode {
         method: method.as_str(),
@@ -815,30 +605,6 @@ mod tests {
             c.map(|c| c.base_url().to_owned()).ok().as_deref(),
             Some("https://grafolean.example.org/api")
         );
-    }
-
-    #[test]
-    fn test_ca_file_adds_to_the_other_roots() {
-        let mut params =
-            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("{e}"));
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
-        let ca = params.self_signed(&key).unwrap_or_else(|e| panic!("{e}"));
-        let path = std::env::temp_dir().join(format!("grafolean-ca-{}.pem", std::process::id()));
-        std::fs::write(&path, ca.pem()).unwrap_or_else(|e| panic!("{e}"));
-        let roots = root_certs_with(&path);
-        let _ = std::fs::remove_file(&path);
-        let base = base_roots();
-        #[cfg(not(feature = "platform-certs"))]
-        assert_eq!(base.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
-        match roots {
-            Ok(ureq::tls::RootCerts::Specific(certs)) => {
-                assert_eq!(certs.len(), base.len() + 1);
-                assert_eq!(certs.last().map(|c| c.der()), Some(ca.der().as_ref()));
-                assert!(certs.iter().zip(&base).all(|(a, b)| a.der() == b.der()));
-            }
-            other => panic!("expected specific roots, got {other:?}"),
-        }
     }
 
     #[test]

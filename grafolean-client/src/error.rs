@@ -143,7 +143,28 @@ impl Error {
         }
     }
 
-    /// True for failures that may go away by themselves (5xx, timeouts, transport).
+    /// True when the request may have reached the server and been acted on although the call
+    /// failed: a timeout, or a connection that broke after the request was (partly) sent. For
+    /// a values POST this means the values may be stored: Grafolean stamps values with their
+    /// arrival time, so sending them again could make a second data point. [`Client`] never
+    /// retries such a POST itself, and callers should not either: count the outcome as unknown.
+    /// False for errors that certainly did not land (answers other than 2xx, connections never
+    /// made, input refused before sending); those the client has already retried where safe.
+    ///
+    /// [`Client`]: crate::Client
+    pub fn may_have_landed(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::Transport {
+                    before_send: false,
+                    ..
+                }
+        )
+    }
+
+    /// True for failures that may go away by themselves (5xx, timeouts, transport). Whether
+    /// trying again is safe is another question: see [`Error::may_have_landed`].
     pub fn is_transient(&self) -> bool {
         matches!(
             self,

@@ -73,7 +73,7 @@
 //!
 //! # Features
 //!
-//! * `test-server`: [`test_server`], an in-process HTTP server that behaves like the real
+//! * `test-server`: `test_server`, an in-process HTTP server that behaves like the real
 //!   backend for these calls (token check, permissions of systemwide and account bots, path
 //!   and value validation, 500 on a repeated path) with fault knobs, for end-to-end tests.
 //! * `platform-certs`: verify HTTPS servers with the operating system's certificate store.
@@ -86,18 +86,21 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod config;
 mod error;
 mod jobs;
 mod model;
 mod path;
 mod protocol;
+mod roots;
 mod values;
 
 #[cfg(feature = "test-server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-server")))]
 pub mod test_server;
 
-pub use client::{Client, ClientConfig, PostReport, Token};
+pub use client::{Client, PostReport};
+pub use config::{ClientConfig, Token};
 pub use error::Error;
 pub use jobs::{
     AccountJobs, EntityJob, JobConfig, NETFLOW_PROTOCOL, SensorJob, SkipReason, Skipped,

@@ -21,8 +21,9 @@
 //!
 //! IDs are pseudo-random integers in 1..2^31, as on the real backend.
 //!
-//! Fault knobs: [`TestServer::fail_next`] (500 for the next N requests) and
-//! [`TestServer::hang_next`] (the next N requests wait before being handled). What was
+//! Fault knobs: [`TestServer::fail_next`] (500 for the next N requests),
+//! [`TestServer::hang_next`] (the next N requests wait before being handled) and
+//! [`TestServer::answer_late_next`] (handled at once, answered late). What was
 //! received: [`TestServer::values`], [`TestServer::suggested_entities`],
 //! [`TestServer::requests`].
 //!
@@ -128,6 +129,8 @@ struct State {
     fail_next: usize,
     hang_next: usize,
     hang_for: Duration,
+    late_next: usize,
+    late_by: Duration,
 }
 
 impl State {
@@ -342,6 +345,15 @@ impl TestServer {
         s.hang_for = duration;
     }
 
+    /// Makes the next `n` requests be handled at once (values stored, entities created) but
+    /// answered only after `delay`: a backend that acted on a request whose reply the client
+    /// gave up waiting for.
+    pub fn answer_late_next(&self, n: usize, delay: Duration) {
+        let mut s = self.shared.lock();
+        s.late_next = n;
+        s.late_by = delay;
+    }
+
     /// Every value stored, in arrival order.
     pub fn values(&self) -> Vec<ReceivedValue> {
         self.shared.lock().values.clone()
@@ -466,8 +478,14 @@ fn handle_connection(stream: TcpStream, shared: &Shared) -> io::Result<()> {
             path: req.path.clone(),
             status: resp.status,
         });
-        resp
+        let late = s.late_next > 0;
+        s.late_next = s.late_next.saturating_sub(1);
+        (resp, late.then_some(s.late_by))
     };
+    let (resp, late) = resp;
+    if let Some(delay) = late {
+        thread::sleep(delay);
+    }
     write_response(stream, &resp)
 }
 

@@ -3,96 +3,14 @@
 use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
+
+pub use crate::key::{ExporterKey, TemplateKey};
 
 use crate::error::{DecodeError, Limit, TemplateProblem};
+use crate::exporters::ExporterTable;
 use crate::field::{FieldId, FieldSpec};
 use crate::template::{Template, TemplateKind};
-
-/// Who sent a datagram, as far as template scoping is concerned.
-///
-/// By default an exporter is its IP address ([`From<IpAddr>`]); when several exporters share an
-/// address (NAT, several exporting processes on one host), key them by address and UDP source
-/// port ([`From<SocketAddr>`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ExporterKey {
-    /// The exporter's IP address.
-    pub addr: IpAddr,
-    /// The UDP source port, or 0 when exporters are keyed by address alone.
-    pub port: u16,
-}
-
-impl From<IpAddr> for ExporterKey {
-    fn from(addr: IpAddr) -> Self {
-        ExporterKey { addr, port: 0 }
-    }
-}
-
-impl From<Ipv4Addr> for ExporterKey {
-    fn from(addr: Ipv4Addr) -> Self {
-        ExporterKey {
-            addr: addr.into(),
-            port: 0,
-        }
-    }
-}
-
-impl From<Ipv6Addr> for ExporterKey {
-    fn from(addr: Ipv6Addr) -> Self {
-        ExporterKey {
-            addr: addr.into(),
-            port: 0,
-        }
-    }
-}
-
-impl From<SocketAddr> for ExporterKey {
-    fn from(s: SocketAddr) -> Self {
-        ExporterKey {
-            addr: s.ip(),
-            port: s.port(),
-        }
-    }
-}
-
-impl core::fmt::Display for ExporterKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match (self.port, self.addr) {
-            (0, a) => write!(f, "{a}"),
-            (p, a) => write!(f, "{}", SocketAddr::new(a, p)),
-        }
-    }
-}
-
-/// The scope of a template id: RFC 3954 §5.1 scopes template ids by exporter and source id,
-/// RFC 7011 §3.1 by transport session and observation domain. The version keeps v9 and IPFIX
-/// templates of one exporter apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TemplateKey {
-    /// The exporter.
-    pub exporter: ExporterKey,
-    /// 9 or 10.
-    pub version: u16,
-    /// v9 source id or IPFIX observation domain id.
-    pub domain: u32,
-    /// The template id (>= 256).
-    pub template_id: u16,
-}
-
-impl core::fmt::Display for TemplateKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let dom = if self.version == 10 {
-            "domain"
-        } else {
-            "source"
-        };
-        write!(
-            f,
-            "{} v{} {dom} {} id {}",
-            self.exporter, self.version, self.domain, self.template_id
-        )
-    }
-}
 
 /// Bounds on what a [`TemplateCache`] and the pending buffer of a [`Decoder`](crate::Decoder)
 /// may hold. Hitting one gives an error or a counted drop, never unbounded growth.
@@ -142,11 +60,41 @@ pub enum Learned {
 /// Data and options templates share one id space per (exporter, version, domain): the last
 /// definition of an id wins. Owned by the caller; lookups hand out `&Template`, learning is a
 /// separate `&mut` step. Bounded by [`Limits`].
+///
+/// # When the cache is full
+///
+/// A new template of an exporter that already holds [`Limits::max_templates_per_exporter`] is
+/// refused ([`DecodeError::LimitExceeded`]). A template of a new exporter when
+/// [`Limits::max_exporters`] exporters hold templates evicts the exporter **seen least
+/// recently** (a template learned or refreshed, or a data set decoded with one of its
+/// templates): all its templates go, and the [`Decoder`](crate::Decoder) also drops its pending
+/// sets and options state. Evictions are counted ([`TemplateCache::exporters_evicted`]).
+/// Admitting, touching and evicting cost O(1) in the number of exporters, and an eviction
+/// the templates the evicted exporter held; nothing grows past the limits.
+///
+/// What a spoofing attacker (UDP sources are trivially forged) can and cannot do:
+/// * It **cannot** grow memory past the limits, nor lock new or restarted exporters out: a real
+///   exporter's template is always admitted.
+/// * It **can** evict an exporter that has been silent for longer than the attacker needs to
+///   send `max_exporters` forged templates from distinct addresses; that exporter's data then
+///   waits as pending sets (or is reported lost) until its next template refresh. An exporter
+///   that sends data more often than that is not evicted. Raising `max_exporters` widens the
+///   window at the price of memory.
+/// * It can always, as with any UDP collector, forge templates or data in the name of a real
+///   exporter's address; the cache cannot tell those apart.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateCache {
-    map: HashMap<TemplateKey, Template, RandomState>,
-    per_exporter: HashMap<ExporterKey, usize, RandomState>,
+    map: HashMap<TemplateKey, Entry, RandomState>,
+    exporters: ExporterTable,
     limits: Limits,
+    evicted: u64,
+}
+
+/// A template and the slot of its exporter in the eviction order.
+#[derive(Debug, Clone)]
+struct Entry {
+    template: Template,
+    slot: u32,
 }
 
 /// Magic and version of the snapshot format of [`TemplateCache::export`].
@@ -157,8 +105,9 @@ impl TemplateCache {
     pub fn new(limits: Limits) -> TemplateCache {
         TemplateCache {
             map: HashMap::default(),
-            per_exporter: HashMap::default(),
+            exporters: ExporterTable::default(),
             limits,
+            evicted: 0,
         }
     }
 
@@ -170,7 +119,15 @@ impl TemplateCache {
     /// The template for `key`, if known.
     #[inline]
     pub fn get(&self, key: &TemplateKey) -> Option<&Template> {
-        self.map.get(key)
+        self.map.get(key).map(|e| &e.template)
+    }
+
+    /// The template for `key`, marking its exporter as seen now (eviction order).
+    #[inline]
+    pub(crate) fn get_seen(&mut self, key: &TemplateKey) -> Option<&Template> {
+        let e = self.map.get(key)?;
+        self.exporters.touch(e.slot);
+        Some(&e.template)
     }
 
     /// Number of templates held.
@@ -183,26 +140,49 @@ impl TemplateCache {
         self.map.is_empty()
     }
 
+    /// Number of exporters holding templates.
+    pub fn exporters(&self) -> usize {
+        self.exporters.len()
+    }
+
+    /// Exporters evicted so far (with all their templates) to admit a new exporter while
+    /// [`Limits::max_exporters`] were held.
+    pub fn exporters_evicted(&self) -> u64 {
+        self.evicted
+    }
+
     /// Every template with its key, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&TemplateKey, &Template)> {
-        self.map.iter()
+        self.map.iter().map(|(k, e)| (k, &e.template))
     }
 
-    /// Adds or replaces a compiled template.
+    /// Adds or replaces a compiled template. A template of a new exporter when the cache holds
+    /// [`Limits::max_exporters`] exporters evicts the one seen least recently.
     pub fn insert(&mut self, key: TemplateKey, template: Template) -> Result<Learned, DecodeError> {
-        if let Some(old) = self.map.get_mut(&key) {
-            if *old == template {
-                return Ok(Learned::Refreshed);
-            }
-            *old = template;
-            return Ok(Learned::Redefined);
-        }
-        self.admit(key)?;
-        self.map.insert(key, template);
-        Ok(Learned::New)
+        self.insert_evicting(key, template).map(|(l, _)| l)
     }
 
-    /// Learns a template from its wire form without allocating when it is a refresh.
+    /// [`TemplateCache::insert`], also returning the exporter evicted to make room, if any.
+    pub(crate) fn insert_evicting(
+        &mut self,
+        key: TemplateKey,
+        template: Template,
+    ) -> Result<(Learned, Option<ExporterKey>), DecodeError> {
+        if let Some(old) = self.map.get_mut(&key) {
+            self.exporters.touch(old.slot);
+            if old.template == template {
+                return Ok((Learned::Refreshed, None));
+            }
+            old.template = template;
+            return Ok((Learned::Redefined, None));
+        }
+        let (slot, evicted) = self.admit(key)?;
+        self.map.insert(key, Entry { template, slot });
+        Ok((Learned::New, evicted))
+    }
+
+    /// Learns a template from its wire form without allocating when it is a refresh. Returns
+    /// what was learned and the exporter evicted to make room, if any.
     pub(crate) fn learn_raw(
         &mut self,
         key: TemplateKey,
@@ -210,87 +190,95 @@ impl TemplateCache {
         raw: &[u8],
         compile: impl FnOnce() -> Result<Template, TemplateProblem>,
         offset: usize,
-    ) -> Result<Learned, DecodeError> {
+    ) -> Result<(Learned, Option<ExporterKey>), DecodeError> {
         if let Some(old) = self.map.get(&key)
-            && old.kind() == kind
-            && old.raw() == raw
+            && old.template.kind() == kind
+            && old.template.raw() == raw
         {
-            return Ok(Learned::Refreshed);
+            self.exporters.touch(old.slot);
+            return Ok((Learned::Refreshed, None));
         }
         let t = compile().map_err(|why| DecodeError::BadTemplate {
             offset,
             template_id: key.template_id,
             why,
         })?;
-        self.insert(key, t)
+        self.insert_evicting(key, t)
     }
 
-    fn admit(&mut self, key: TemplateKey) -> Result<(), DecodeError> {
-        let exporters = self.per_exporter.len();
-        let n = match self.per_exporter.get_mut(&key.exporter) {
-            Some(n) => n,
-            None => {
-                if exporters >= self.limits.max_exporters {
-                    return Err(DecodeError::LimitExceeded {
-                        key,
-                        limit: Limit::Exporters,
-                        max: self.limits.max_exporters,
-                    });
-                }
-                self.per_exporter.entry(key.exporter).or_insert(0)
-            }
-        };
-        if *n >= self.limits.max_templates_per_exporter {
+    /// Makes room for a new template `key`: its exporter's slot, and the exporter evicted.
+    fn admit(&mut self, key: TemplateKey) -> Result<(u32, Option<ExporterKey>), DecodeError> {
+        if let Some(slot) = self.exporters.slot(&key.exporter) {
             let max = self.limits.max_templates_per_exporter;
-            if *n == 0 {
-                self.per_exporter.remove(&key.exporter);
+            if self.exporters.templates(slot).len() >= max {
+                return Err(DecodeError::LimitExceeded {
+                    key,
+                    limit: Limit::TemplatesPerExporter,
+                    max,
+                });
             }
-            return Err(DecodeError::LimitExceeded {
-                key,
-                limit: Limit::TemplatesPerExporter,
-                max,
-            });
+            self.exporters.add_template(slot, key);
+            self.exporters.touch(slot);
+            return Ok((slot, None));
         }
-        *n += 1;
-        Ok(())
+        if self.limits.max_exporters == 0 || self.limits.max_templates_per_exporter == 0 {
+            let (limit, max) = if self.limits.max_exporters == 0 {
+                (Limit::Exporters, 0)
+            } else {
+                (Limit::TemplatesPerExporter, 0)
+            };
+            return Err(DecodeError::LimitExceeded { key, limit, max });
+        }
+        let mut evicted = None;
+        if self.exporters.len() >= self.limits.max_exporters
+            && let Some(lru) = self.exporters.least_recent()
+        {
+            let map = &mut self.map;
+            evicted = self.exporters.remove(lru, |k| {
+                map.remove(k);
+            });
+            self.evicted += 1;
+        }
+        let slot = self.exporters.insert(key.exporter);
+        self.exporters.add_template(slot, key);
+        Ok((slot, evicted))
     }
 
     /// Removes one template (IPFIX withdrawal). Returns whether it was there.
     pub fn remove(&mut self, key: &TemplateKey) -> bool {
-        if self.map.remove(key).is_none() {
+        let Some(e) = self.map.remove(key) else {
             return false;
-        }
-        if let Some(n) = self.per_exporter.get_mut(&key.exporter) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_exporter.remove(&key.exporter);
-            }
-        }
+        };
+        self.exporters.remove_template(e.slot, key);
         true
     }
 
     /// Removes every template of an exporter (e.g. when it restarted). Returns how many.
     pub fn forget_exporter(&mut self, exporter: ExporterKey) -> usize {
-        let before = self.map.len();
-        self.map.retain(|k, _| k.exporter != exporter);
-        self.per_exporter.remove(&exporter);
-        before - self.map.len()
+        let Some(slot) = self.exporters.slot(&exporter) else {
+            return 0;
+        };
+        let map = &mut self.map;
+        let mut n = 0;
+        self.exporters.remove(slot, |k| {
+            n += usize::from(map.remove(k).is_some());
+        });
+        n
     }
 
     /// Removes the templates of one (exporter, version, domain), e.g. on an IPFIX
     /// all-templates withdrawal. Returns how many.
     pub fn forget_domain(&mut self, exporter: ExporterKey, version: u16, domain: u32) -> usize {
-        let before = self.map.len();
-        self.map
-            .retain(|k, _| !(k.exporter == exporter && k.version == version && k.domain == domain));
-        let removed = before - self.map.len();
-        if let Some(n) = self.per_exporter.get_mut(&exporter) {
-            *n = n.saturating_sub(removed);
-            if *n == 0 {
-                self.per_exporter.remove(&exporter);
+        let Some(slot) = self.exporters.slot(&exporter) else {
+            return 0;
+        };
+        let hit = |k: &TemplateKey| k.version == version && k.domain == domain;
+        for k in self.exporters.templates(slot) {
+            if hit(k) {
+                self.map.remove(k);
             }
         }
-        removed
+        self.exporters.retain_templates(slot, |k| !hit(k))
     }
 
     /// Serializes every template into a compact, versioned binary snapshot, so that a restarted
@@ -307,7 +295,7 @@ impl TemplateCache {
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&(keys.len() as u32).to_be_bytes());
         for key in keys {
-            let Some(t) = self.map.get(key) else { continue };
+            let Some(t) = self.get(key) else { continue };
             match key.exporter.addr {
                 IpAddr::V4(a) => {
                     out.push(4);
@@ -436,6 +424,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, SocketAddr};
 
     fn key(addr: u8, id: u16) -> TemplateKey {
         TemplateKey {
@@ -481,16 +470,58 @@ mod tests {
         // Redefinition of a known id is still allowed at the limit.
         assert_eq!(c.insert(key(1, 257), t(257, 2)), Ok(Learned::Redefined));
         c.insert(key(2, 256), t(256, 1)).unwrap();
+        // A third exporter evicts the one seen least recently: 1 (2 came later).
+        assert_eq!(
+            c.insert_evicting(key(3, 256), t(256, 1)),
+            Ok((Learned::New, Some(key(1, 256).exporter)))
+        );
+        assert_eq!(c.exporters_evicted(), 1);
+        assert_eq!((c.len(), c.exporters()), (2, 2));
+        assert!(c.get(&key(1, 256)).is_none() && c.get(&key(1, 257)).is_none());
+        // Seeing 2 (a data set decoded with its template) makes 3 the least recent.
+        assert!(c.get_seen(&key(2, 256)).is_some());
+        assert_eq!(
+            c.insert_evicting(key(4, 256), t(256, 1)),
+            Ok((Learned::New, Some(key(3, 256).exporter)))
+        );
+        assert!(c.get(&key(2, 256)).is_some());
+        // A refresh counts as seen too.
+        assert_eq!(c.insert(key(2, 256), t(256, 1)), Ok(Learned::Refreshed));
+        c.insert(key(5, 256), t(256, 1)).unwrap();
+        assert!(c.get(&key(2, 256)).is_some() && c.get(&key(4, 256)).is_none());
+        assert_eq!(c.exporters_evicted(), 3);
+        assert!(c.remove(&key(2, 256)));
+        assert_eq!(c.exporters(), 1);
+        c.insert(key(6, 256), t(256, 1)).unwrap();
+        assert_eq!(c.exporters_evicted(), 3);
+        // No exporter at all: a refusal.
+        let mut none = TemplateCache::new(Limits {
+            max_exporters: 0,
+            ..Limits::default()
+        });
         assert!(matches!(
-            c.insert(key(3, 256), t(256, 1)),
+            none.insert(key(1, 256), t(256, 1)),
             Err(DecodeError::LimitExceeded {
                 limit: Limit::Exporters,
                 ..
             })
         ));
-        assert_eq!(c.len(), 3);
-        assert!(c.remove(&key(2, 256)));
-        c.insert(key(3, 256), t(256, 1)).unwrap();
+    }
+
+    #[test]
+    fn forget_domain_and_exporter_keep_the_counts() {
+        let mut c = TemplateCache::new(Limits::default());
+        let mut k = key(1, 256);
+        c.insert(k, t(256, 1)).unwrap();
+        k.template_id = 257;
+        c.insert(k, t(257, 1)).unwrap();
+        k.domain = 1;
+        c.insert(k, t(257, 1)).unwrap();
+        assert_eq!(c.forget_domain(k.exporter, 9, 0), 2);
+        assert_eq!((c.len(), c.exporters()), (1, 1));
+        assert_eq!(c.forget_exporter(k.exporter), 1);
+        assert_eq!((c.len(), c.exporters()), (0, 0));
+        assert_eq!(c.forget_exporter(k.exporter), 0);
     }
 
     #[test]

@@ -1,53 +1,19 @@
 //! The stateful decoder: one template cache and one pending buffer for all exporters.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
 use crate::cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
+use crate::decoded::{Body, Decoded};
 use crate::error::DecodeError;
-use crate::flow::Flow;
-use crate::header::{FlowContext, Header};
+use crate::header::FlowContext;
 use crate::ipfix::{self, IpfixPacket};
 use crate::options::{DomainInfo, DomainKey, OptionsState};
-use crate::record::{Record, Records};
+use crate::pending::{Deferred, ExpiredSet, PendingBuffer, WaitingSet};
+use crate::record::Records;
 use crate::template::{self, Template, TemplateRecord};
-use crate::v5::{self, V5Packet};
+use crate::v5::V5Packet;
 use crate::v9::{self, Set, Sets, V9Packet};
 use crate::wire::offset_in;
-
-/// A data set that arrived before its template, kept until the template comes.
-#[derive(Debug, Clone)]
-struct PendingSet {
-    key: TemplateKey,
-    ctx: FlowContext,
-    offset: usize,
-    body: Vec<u8>,
-}
-
-/// Why a pending data set was given up ([`ExpiredSet`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ExpiryReason {
-    /// Its template did not arrive within [`Limits::max_pending_age_micros`].
-    Age,
-    /// The pending buffer was full ([`Limits::max_pending_sets`] / [`Limits::max_pending_bytes`])
-    /// and this, the oldest set, made room for a newer one.
-    Evicted,
-}
-
-/// A data set that waited for its template in vain: its records are lost. Reported once by the
-/// [`Decoded`] of the call that gave it up (or by [`Decoder::expire`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpiredSet {
-    /// The template that never came.
-    pub key: TemplateKey,
-    /// Size of the set body in bytes.
-    pub bytes: usize,
-    /// When the datagram that carried it was received (caller's clock, Unix µs).
-    pub received_micros: i64,
-    /// Why it was given up.
-    pub reason: ExpiryReason,
-}
 
 /// Decodes NetFlow v5, v9 and IPFIX datagrams from any number of exporters.
 ///
@@ -57,15 +23,13 @@ pub struct ExpiredSet {
 /// [`Decoder::decode`] allocates nothing.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    cache: TemplateCache,
-    pending: VecDeque<PendingSet>,
-    pending_bytes: usize,
-    ready: Vec<PendingSet>,
-    issues: Vec<DecodeError>,
-    expired: Vec<ExpiredSet>,
-    options: OptionsState,
-    data_records: u32,
-    options_records: u32,
+    pub(crate) cache: TemplateCache,
+    pub(crate) pending: PendingBuffer,
+    pub(crate) issues: Vec<DecodeError>,
+    pub(crate) waiting: Vec<WaitingSet>,
+    pub(crate) options: OptionsState,
+    pub(crate) data_records: u32,
+    pub(crate) options_records: u32,
 }
 
 impl Decoder {
@@ -121,39 +85,23 @@ impl Decoder {
 
     /// Bytes of data sets waiting for their template.
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.pending.bytes()
+    }
+
+    /// Exporters evicted from the full template cache so far, with their templates, pending
+    /// sets and options state (see [`TemplateCache`] for the policy and what it means under
+    /// attack).
+    pub fn exporters_evicted(&self) -> u64 {
+        self.cache.exporters_evicted()
     }
 
     /// Gives up pending sets older than [`Limits::max_pending_age_micros`] at `now_micros`, and
     /// reports them. Call it periodically when no datagrams arrive; [`Decoder::decode`] does it
     /// on every call.
     pub fn expire(&mut self, now_micros: i64) -> &[ExpiredSet] {
-        self.expired.clear();
-        self.expire_old(now_micros);
-        &self.expired
-    }
-
-    fn expire_old(&mut self, now: i64) {
-        let max_age = self.cache.limits().max_pending_age_micros;
-        while let Some(p) = self.pending.front() {
-            if now.saturating_sub(p.ctx.ts_micros) <= max_age {
-                break;
-            }
-            self.give_up_front(ExpiryReason::Age);
-        }
-    }
-
-    fn give_up_front(&mut self, reason: ExpiryReason) {
-        if let Some(p) = self.pending.pop_front() {
-            self.pending_bytes -= p.body.len();
-            let e = ExpiredSet {
-                key: p.key,
-                bytes: p.body.len(),
-                received_micros: p.ctx.ts_micros,
-                reason,
-            };
-            self.expired.push(e);
-        }
+        self.pending.clear_outcomes();
+        self.pending.expire_old(now_micros, self.cache.limits());
+        &self.pending.expired
     }
 
     /// Decodes one datagram received from `exporter` at `ts_micros` (Unix µs, the caller's
@@ -173,9 +121,9 @@ impl Decoder {
     ) -> Result<Decoded<'a>, DecodeError> {
         let exporter = exporter.into();
         self.issues.clear();
-        self.expired.clear();
-        self.ready.clear();
-        self.expire_old(ts_micros);
+        self.waiting.clear();
+        self.pending.clear_outcomes();
+        self.pending.expire_old(ts_micros, self.cache.limits());
         let version = match datagram {
             [a, b, ..] => u16::from_be_bytes([*a, *b]),
             _ => {
@@ -210,34 +158,13 @@ impl Decoder {
                 Body::V5(records)
             }
         };
-        self.apply_options(exporter, &mut ctx);
+        apply_options(&self.options, exporter, &mut ctx);
         Ok(Decoded {
             decoder: self,
             exporter,
             ctx,
             body,
         })
-    }
-
-    /// Sampling rate and system init time for flows of this context, from the override or
-    /// the domain's options data.
-    fn apply_options(&self, exporter: ExporterKey, ctx: &mut FlowContext) {
-        let h = ctx.header;
-        let info = if h.version == 5 {
-            None
-        } else {
-            self.options.domain(&DomainKey {
-                exporter,
-                version: h.version,
-                domain: h.source_id,
-            })
-        };
-        ctx.system_init_ms = info.and_then(|i| i.system_init_ms);
-        ctx.sampling_interval = match self.options.override_for(exporter.addr) {
-            Some(r) => r,
-            None if h.version == 5 => h.sampling_interval(),
-            None => info.and_then(DomainInfo::default_rate).unwrap_or(1),
-        };
     }
 
     /// Learns templates, queues data sets without a template, checks the rest; returns the sets
@@ -286,7 +213,7 @@ impl Decoder {
         let framed = Sets::new(start, datagram.get(start..end).unwrap_or(&[]));
         for set in framed.clone().flatten().filter(|s| s.id >= 256) {
             let key = key(set.id);
-            match self.cache.get(&key) {
+            match self.cache.get_seen(&key) {
                 Some(t) => {
                     let records = check_set(t, &set, &mut self.issues);
                     if matches!(t.kind(), template::TemplateKind::Options { .. }) {
@@ -306,24 +233,11 @@ impl Decoder {
                 None => self.defer(key, ctx, &set),
             }
         }
-        if learned && !self.pending.is_empty() {
-            let mut i = 0;
-            while i < self.pending.len() {
-                if self
-                    .pending
-                    .get(i)
-                    .is_some_and(|p| self.cache.get(&p.key).is_some())
-                    && let Some(p) = self.pending.remove(i)
-                {
-                    self.pending_bytes -= p.body.len();
-                    let mut p = p;
-                    let exporter = p.key.exporter;
-                    self.apply_options(exporter, &mut p.ctx);
-                    self.ready.push(p);
-                } else {
-                    i += 1;
-                }
-            }
+        if learned && self.pending.len() > 0 {
+            let options = &self.options;
+            self.pending.release(&self.cache, |p| {
+                apply_options(options, p.key.exporter, &mut p.ctx)
+            });
         }
         framed
     }
@@ -379,8 +293,14 @@ impl Decoder {
             || Template::from_record(rec),
             rec.offset,
         ) {
-            Ok(Learned::Refreshed) => false,
-            Ok(_) => true,
+            Ok((Learned::Refreshed, _)) => false,
+            Ok((_, evicted)) => {
+                if let Some(gone) = evicted {
+                    self.pending.drop_exporter(gone);
+                    self.options.forget_exporter(gone);
+                }
+                true
+            }
             Err(e) => {
                 self.issues.push(e);
                 false
@@ -391,32 +311,39 @@ impl Decoder {
     /// Keeps a data set whose template is unknown, within the pending buffer's caps.
     fn defer(&mut self, key: TemplateKey, ctx: FlowContext, set: &Set<'_>) {
         let limits = *self.cache.limits();
-        let bytes = set.body.len();
-        if limits.max_pending_sets == 0 || bytes > limits.max_pending_bytes {
-            self.issues.push(DecodeError::PendingDropped {
+        match self.pending.defer(key, ctx, set.offset, set.body, &limits) {
+            Deferred::Kept => self.waiting.push(WaitingSet {
                 offset: set.offset,
                 key,
-                bytes,
-            });
-            return;
+            }),
+            Deferred::Dropped => self.issues.push(DecodeError::PendingDropped {
+                offset: set.offset,
+                key,
+                bytes: set.body.len(),
+            }),
         }
-        while self.pending.len() >= limits.max_pending_sets
-            || self.pending_bytes + bytes > limits.max_pending_bytes
-        {
-            self.give_up_front(ExpiryReason::Evicted);
-        }
-        self.pending.push_back(PendingSet {
-            key,
-            ctx,
-            offset: set.offset,
-            body: set.body.to_vec(),
-        });
-        self.pending_bytes += bytes;
-        self.issues.push(DecodeError::TemplateMissing {
-            offset: set.offset,
-            key,
-        });
     }
+}
+
+/// Sampling rate and system init time for flows of this context, from the override or the
+/// domain's options data.
+fn apply_options(options: &OptionsState, exporter: ExporterKey, ctx: &mut FlowContext) {
+    let h = ctx.header;
+    let info = if h.version == 5 {
+        None
+    } else {
+        options.domain(&DomainKey {
+            exporter,
+            version: h.version,
+            domain: h.source_id,
+        })
+    };
+    ctx.system_init_ms = info.and_then(|i| i.system_init_ms);
+    ctx.sampling_interval = match options.override_for(exporter.addr) {
+        Some(r) => r,
+        None if h.version == 5 => h.sampling_interval(),
+        None => info.and_then(DomainInfo::default_rate).unwrap_or(1),
+    };
 }
 
 /// Reports a data set's leftover bytes that cannot be padding, or a record that overruns it.
@@ -461,335 +388,4 @@ fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) -> u32 
         });
     }
     records
-}
-
-#[derive(Debug, Clone)]
-enum Body<'a> {
-    V5(&'a [u8]),
-    Sets(Sets<'a>),
-}
-
-/// The outcome of [`Decoder::decode`]: header facts, data sets, and what went wrong.
-///
-/// Borrows the datagram and the decoder; iterating allocates nothing.
-#[derive(Debug, Clone)]
-pub struct Decoded<'a> {
-    decoder: &'a Decoder,
-    exporter: ExporterKey,
-    ctx: FlowContext,
-    body: Body<'a>,
-}
-
-impl<'a> Decoded<'a> {
-    /// The packet header.
-    pub fn header(&self) -> Header {
-        self.ctx.header
-    }
-
-    /// The exporter key the datagram was decoded under.
-    pub fn exporter(&self) -> ExporterKey {
-        self.exporter
-    }
-
-    /// Every data set that could be decoded: those of this datagram whose template is known
-    /// (for v5, one set with all records), then pending sets of earlier datagrams that this
-    /// one's templates released (with their own header and receive time).
-    pub fn data_sets(&self) -> DataSets<'a> {
-        DataSets {
-            decoded: self.clone(),
-            v5_done: false,
-            ready: 0,
-        }
-    }
-
-    /// The normalized flows of every data set, options records and records without addresses
-    /// skipped. Counters are as exported (see [`Flow::renormalized`]).
-    ///
-    /// Internal iteration (`for_each`, `fold`, and the adapters built on them) is the fastest
-    /// way to read them: it picks the record reader once per set and hands each flow straight
-    /// to the closure, about twice as fast as a `for` loop for v5.
-    ///
-    /// ```
-    /// # use netflow_wire::Decoder;
-    /// # let mut decoder = Decoder::default();
-    /// # let datagram = [0u8, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    /// let exporter: std::net::IpAddr = "192.0.2.1".parse().unwrap();
-    /// let decoded = decoder.decode(exporter, 0, &datagram)?;
-    /// let mut bytes = 0u64;
-    /// decoded.flows().for_each(|f| bytes += f.renormalized().bytes);
-    /// assert_eq!(bytes, 0); // a v5 header with no records
-    /// # Ok::<(), netflow_wire::DecodeError>(())
-    /// ```
-    pub fn flows(&self) -> Flows<'a> {
-        let mut sets = self.data_sets();
-        let current = sets.next().map(|s| (s, s.flow_records()));
-        Flows { sets, current }
-    }
-
-    /// Per-set problems: bad templates, limits hit, reserved set ids, sets waiting for their
-    /// template ([`DecodeError::TemplateMissing`]) or dropped, trailing bytes, a set length that
-    /// ended framing early.
-    pub fn issues(&self) -> &'a [DecodeError] {
-        &self.decoder.issues
-    }
-
-    /// Data records of data templates (flows) carried by this datagram itself, not counting
-    /// pending sets released by it, nor options records.
-    pub fn data_records(&self) -> u32 {
-        self.decoder.data_records
-    }
-
-    /// Options data records carried by this datagram. An IPFIX sequence number counts
-    /// `data_records() + options_records()` (RFC 7011 §3.1); some exporters count flows only.
-    pub fn options_records(&self) -> u32 {
-        self.decoder.options_records
-    }
-
-    /// Pending sets given up during this call (their template never came): lost records.
-    pub fn expired(&self) -> &'a [ExpiredSet] {
-        &self.decoder.expired
-    }
-}
-
-/// Iterator over the data sets of a [`Decoded`].
-#[derive(Debug, Clone)]
-pub struct DataSets<'a> {
-    decoded: Decoded<'a>,
-    v5_done: bool,
-    ready: usize,
-}
-
-impl<'a> Iterator for DataSets<'a> {
-    type Item = DataSet<'a>;
-
-    fn next(&mut self) -> Option<DataSet<'a>> {
-        let d = &mut self.decoded;
-        let key = |template_id| TemplateKey {
-            exporter: d.exporter,
-            version: d.ctx.header.version,
-            domain: d.ctx.header.source_id,
-            template_id,
-        };
-        match &mut d.body {
-            Body::V5(records) if !self.v5_done => {
-                self.v5_done = true;
-                let body: &'a [u8] = records;
-                let t = v5::template();
-                return Some(DataSet::new(
-                    d.decoder,
-                    key(0),
-                    v5::field::HEADER_LEN,
-                    t,
-                    body,
-                    d.ctx,
-                ));
-            }
-            Body::V5(_) => {}
-            Body::Sets(sets) => {
-                for set in sets.by_ref().flatten() {
-                    if set.id < 256 {
-                        continue;
-                    }
-                    let k = key(set.id);
-                    if let Some(t) = d.decoder.cache.get(&k) {
-                        return Some(DataSet::new(d.decoder, k, set.offset, t, set.body, d.ctx));
-                    }
-                }
-            }
-        }
-        let decoder: &'a Decoder = d.decoder;
-        while let Some(p) = decoder.ready.get(self.ready) {
-            self.ready += 1;
-            if let Some(t) = decoder.cache.get(&p.key) {
-                return Some(DataSet::new(decoder, p.key, p.offset, t, &p.body, p.ctx));
-            }
-        }
-        None
-    }
-}
-
-/// One data set with its template: records, flows, and the facts of the packet that carried it.
-#[derive(Debug, Clone, Copy)]
-pub struct DataSet<'a> {
-    key: TemplateKey,
-    offset: usize,
-    template: &'a Template,
-    body: &'a [u8],
-    ctx: FlowContext,
-    /// Per-sampler rates, when records name their sampler (FLOW_SAMPLER_ID 48, selectorId 302).
-    samplers: Option<&'a BTreeMap<u64, u32>>,
-}
-
-impl<'a> DataSet<'a> {
-    fn new(
-        decoder: &'a Decoder,
-        key: TemplateKey,
-        offset: usize,
-        template: &'a Template,
-        body: &'a [u8],
-        ctx: FlowContext,
-    ) -> DataSet<'a> {
-        let samplers = if template.names_sampler()
-            && decoder.options.override_for(key.exporter.addr).is_none()
-        {
-            let dk = DomainKey {
-                exporter: key.exporter,
-                version: key.version,
-                domain: key.domain,
-            };
-            decoder
-                .options
-                .domain(&dk)
-                .map(|i| &i.samplers)
-                .filter(|m| !m.is_empty())
-        } else {
-            None
-        };
-        DataSet {
-            key,
-            offset,
-            template,
-            body,
-            ctx,
-            samplers,
-        }
-    }
-
-    /// The normalized flow of one of this set's records, with the sampling rate of the sampler
-    /// it names, if any.
-    #[inline(always)]
-    pub fn flow(&self, r: &Record<'a>) -> Option<Flow> {
-        let mut f = r.flow(&self.ctx)?;
-        if let Some(m) = self.samplers
-            && let Some(id) = r.sampler_id()
-            && let Some(&rate) = m.get(&id)
-        {
-            f.sampling_interval = rate;
-        }
-        Some(f)
-    }
-
-    /// The template key (for v5: version 5, template id 0).
-    pub fn key(&self) -> TemplateKey {
-        self.key
-    }
-
-    /// Offset of the set header in its datagram.
-    pub fn offset(&self) -> usize {
-        self.offset
-    }
-
-    /// The template.
-    pub fn template(&self) -> &'a Template {
-        self.template
-    }
-
-    /// Header, exporter and receive time of the datagram that carried the set.
-    pub fn context(&self) -> &FlowContext {
-        &self.ctx
-    }
-
-    /// Whether the records are options records.
-    pub fn is_options(&self) -> bool {
-        matches!(self.template.kind(), template::TemplateKind::Options { .. })
-    }
-
-    /// The records, as zero-copy views.
-    pub fn records(&self) -> Records<'a> {
-        Records::new(self.body, self.template)
-    }
-
-    /// The normalized flows of the records (none for an options set).
-    pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
-        let set = *self;
-        self.flow_records()
-            .filter_map(move |r: Record<'a>| set.flow(&r))
-    }
-
-    /// Folds the flows of `records` (this set's records not yet iterated) into `acc`: the
-    /// loop behind [`Flows::fold`] and so `for_each`. Per set, not per record, it picks the
-    /// reader: v5's constant offsets, fixed-length records without per-sampler rates, or
-    /// the general path.
-    #[inline(always)]
-    fn fold_flows<B, F: FnMut(B, Flow) -> B>(
-        &self,
-        records: Records<'a>,
-        mut acc: B,
-        f: &mut F,
-    ) -> B {
-        let body = records.remaining();
-        if self.template.is_v5() {
-            for r in body.as_chunks::<{ v5::field::RECORD_LEN }>().0 {
-                acc = f(acc, v5::V5Record(r).flow(&self.ctx));
-            }
-            return acc;
-        }
-        if self.samplers.is_none()
-            && !self.template.has_duration()
-            && let Some(len) = self.template.record_len()
-            && len > 0
-        {
-            for rec in body.chunks_exact(len) {
-                if let Some(flow) = Record::new(rec, self.template).flow_raw(&self.ctx) {
-                    acc = f(acc, flow);
-                }
-            }
-            return acc;
-        }
-        for r in records {
-            if let Some(flow) = self.flow(&r) {
-                acc = f(acc, flow);
-            }
-        }
-        acc
-    }
-
-    /// The records, or none for an options set.
-    fn flow_records(&self) -> Records<'a> {
-        if self.is_options() {
-            Records::new(&[], self.template)
-        } else {
-            self.records()
-        }
-    }
-}
-
-/// Iterator over the normalized flows of every data set of a [`Decoded`]; see
-/// [`Decoded::flows`]. A plain loop over sets and records, without closures in between.
-#[derive(Debug, Clone)]
-pub struct Flows<'a> {
-    sets: DataSets<'a>,
-    current: Option<(DataSet<'a>, Records<'a>)>,
-}
-
-impl Iterator for Flows<'_> {
-    type Item = Flow;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<Flow> {
-        loop {
-            let (set, records) = self.current.as_mut()?;
-            for r in records.by_ref() {
-                if let Some(f) = set.flow(&r) {
-                    return Some(f);
-                }
-            }
-            self.current = self.sets.next().map(|s| (s, s.flow_records()));
-        }
-    }
-
-    /// Internal iteration (`for_each`, `fold`, `sum`, ...): picks the reader once per set
-    /// instead of once per record, and hands each flow straight to `f`. The fastest way to
-    /// read a datagram's flows.
-    #[inline]
-    fn fold<B, F: FnMut(B, Flow) -> B>(self, init: B, mut f: F) -> B {
-        let mut acc = init;
-        if let Some((set, records)) = self.current {
-            acc = set.fold_flows(records, acc, &mut f);
-        }
-        for set in self.sets {
-            acc = set.fold_flows(set.flow_records(), acc, &mut f);
-        }
-        acc
-    }
 }

@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use crate::cache::TemplateKey;
+use crate::key::TemplateKey;
 
 /// Why bytes could not be decoded, or why a template was refused.
 ///
@@ -11,7 +11,8 @@ use crate::cache::TemplateKey;
 /// Which errors end a datagram: only those raised while reading the packet header
 /// ([`DecodeError::Truncated`] at offset 0, [`DecodeError::Version`], [`DecodeError::BadLength`]).
 /// Everything else is a per-set outcome reported by [`Decoded::issues`](crate::Decoded::issues),
-/// while the rest of the datagram is still decoded.
+/// while the rest of the datagram is still decoded. A data set kept waiting for its template is
+/// not an error: see [`Decoded::waiting`](crate::Decoded::waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -80,15 +81,6 @@ pub enum DecodeError {
         limit: Limit,
         /// Its configured value.
         max: usize,
-    },
-    /// A data set whose template is not known; the set is kept pending (see
-    /// [`Decoded::issues`](crate::Decoded::issues)) until the template arrives or it expires.
-    #[error("data set at byte {offset}: no template {key} (kept pending)")]
-    TemplateMissing {
-        /// Offset of the set header.
-        offset: usize,
-        /// The missing template.
-        key: TemplateKey,
     },
     /// A data set whose template is not known could not be kept because the pending buffer is
     /// full or disabled: its records are lost (counted here).

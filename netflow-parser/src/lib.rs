@@ -9,12 +9,14 @@
 //!   computed once per template ([`Template`]), not decoded eagerly.
 //! * **No heap allocation per packet** once an exporter's templates are cached: [`Decoder::decode`]
 //!   reuses its buffers, and iterating records or building [`Flow`]s allocates nothing.
-//! * **Nothing lost silently**: a data set whose template is unknown is kept pending and decoded
-//!   when the template arrives; one that waits in vain is reported ([`Decoded::expired`]); every
-//!   other problem is a typed [`DecodeError`] in [`Decoded::issues`], per set, while the rest of
-//!   the datagram is still decoded.
+//! * **Nothing lost silently**: a data set whose template is unknown is kept pending
+//!   ([`Decoded::waiting`]) and decoded when the template arrives; one that waits in vain is
+//!   reported ([`Decoded::expired`]); every loss or framing problem is a typed [`DecodeError`]
+//!   in [`Decoded::issues`], per set, while the rest of the datagram is still decoded.
 //! * **Bounded state**: templates per exporter, exporters, fields per template and the pending
-//!   buffer all have limits ([`Limits`]).
+//!   buffer all have limits ([`Limits`]). A full cache evicts the exporter seen least recently
+//!   (counted: [`Decoder::exporters_evicted`]) rather than lock new exporters out; what that
+//!   leaves a spoofing attacker is said at [`TemplateCache`].
 //!
 //! # Which entry point
 //!
@@ -62,13 +64,17 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod cache;
+mod decoded;
 mod decoder;
 mod error;
+mod exporters;
 mod field;
 mod flow;
 mod header;
 mod ipfix;
+mod key;
 mod options;
+mod pending;
 mod record;
 mod sequence;
 mod template;
@@ -81,13 +87,15 @@ mod wire;
 pub mod emit;
 
 pub use cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
-pub use decoder::{DataSet, DataSets, Decoded, Decoder, ExpiredSet, ExpiryReason, Flows};
+pub use decoded::{DataSet, DataSets, Decoded, Flows};
+pub use decoder::Decoder;
 pub use error::{DecodeError, Limit, TemplateProblem};
 pub use field::{FieldId, FieldSpec};
 pub use flow::Flow;
 pub use header::{FlowContext, Header};
 pub use ipfix::IpfixPacket;
 pub use options::{DomainInfo, DomainKey, InterfaceName};
+pub use pending::{ExpiredSet, ExpiryReason, WaitingSet};
 pub use record::{Fields, Record, Records};
 pub use sequence::{SequenceEvent, SequenceKey, SequenceStats, SequenceTracker, Units};
 pub use template::{Template, TemplateKind};

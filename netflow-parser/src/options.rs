@@ -57,9 +57,10 @@ impl DomainInfo {
     }
 }
 
-/// Bounds: domains tracked; samplers per domain; interface names per domain and in all
+/// Bounds: domains tracked, in all and per exporter; samplers per domain; interface names per domain and in all
 /// (names are at most 64 KiB each but usually short: 65,536 of them stay in the tens of MB).
 const MAX_DOMAINS: usize = 4096;
+const MAX_DOMAINS_PER_EXPORTER: usize = 64;
 const MAX_SAMPLERS: usize = 256;
 const MAX_INTERFACES: usize = 8192;
 const MAX_INTERFACES_TOTAL: usize = 65_536;
@@ -68,7 +69,11 @@ const MAX_NAME: usize = 256;
 
 #[derive(Debug, Default)]
 pub(crate) struct OptionsState {
-    domains: HashMap<DomainKey, DomainInfo, RandomState>,
+    /// Per exporter, so that forgetting one (evicted from the template cache) costs what it
+    /// holds. Exporters have few domains: a short list each.
+    domains: HashMap<ExporterKey, Vec<(DomainKey, DomainInfo)>, RandomState>,
+    /// Domains in all.
+    domain_count: usize,
     overrides: HashMap<IpAddr, u32, RandomState>,
     interfaces: usize,
 }
@@ -108,11 +113,25 @@ fn text(b: &[u8]) -> String {
 
 impl OptionsState {
     pub fn domain(&self, key: &DomainKey) -> Option<&DomainInfo> {
-        self.domains.get(key)
+        if self.domains.is_empty() {
+            return None;
+        }
+        let list = self.domains.get(&key.exporter)?;
+        list.iter().find(|(k, _)| k == key).map(|(_, i)| i)
     }
 
     pub fn domains(&self) -> impl Iterator<Item = (&DomainKey, &DomainInfo)> {
-        self.domains.iter()
+        self.domains.values().flatten().map(|(k, i)| (k, i))
+    }
+
+    /// Forgets what the options data of `exporter` announced (not its sampling override).
+    pub fn forget_exporter(&mut self, exporter: ExporterKey) {
+        if let Some(list) = self.domains.remove(&exporter) {
+            self.domain_count -= list.len();
+            for (_, info) in &list {
+                self.interfaces -= info.interfaces.len();
+            }
+        }
     }
 
     pub fn set_override(&mut self, exporter: IpAddr, rate: Option<u32>) {
@@ -138,10 +157,22 @@ impl OptionsState {
         if rate.is_none() && init.is_none() && name.is_none() && desc.is_none() {
             return;
         }
-        if !self.domains.contains_key(&key) && self.domains.len() >= MAX_DOMAINS {
-            return;
-        }
-        let info = self.domains.entry(key).or_default();
+        let list = self.domains.entry(key.exporter).or_default();
+        let info = match list.iter().position(|(k, _)| *k == key) {
+            Some(i) => &mut list[i].1,
+            None => {
+                if self.domain_count >= MAX_DOMAINS || list.len() >= MAX_DOMAINS_PER_EXPORTER {
+                    if list.is_empty() {
+                        self.domains.remove(&key.exporter);
+                    }
+                    return;
+                }
+                self.domain_count += 1;
+                list.push((key, DomainInfo::default()));
+                let last = list.len() - 1;
+                &mut list[last].1
+            }
+        };
         if let Some(r) = rate {
             match rec
                 .uint(FieldId::FLOW_SAMPLER_ID)

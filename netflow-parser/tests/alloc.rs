@@ -2,6 +2,9 @@
 //! and IPFIX datagrams, iterating records and building normalized flows allocate nothing, and a
 //! template refresh (the same definition again) allocates nothing either.
 //!
+//! Also: a template flood from forged exporters keeps the heap bounded and evicts idle
+//! exporters instead of locking new ones out.
+//!
 //! A counting global allocator; the only `unsafe` of the project, in this test.
 #![allow(unsafe_code)]
 
@@ -16,21 +19,31 @@ struct Counting;
 
 thread_local! {
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated and not yet freed by this thread (frees of memory allocated by other
+    /// threads can make it wrap: only differences are meaningful).
+    static LIVE: Cell<i64> = const { Cell::new(0) };
+}
+
+fn add_live(n: i64) {
+    let _ = LIVE.try_with(|c| c.set(c.get() + n));
 }
 
 // SAFETY: forwards to the system allocator; only counts calls made on the current thread.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        add_live(layout.size() as i64);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        add_live(-(layout.size() as i64));
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        add_live(new_size as i64 - layout.size() as i64);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -41,6 +54,10 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCS.with(|c| c.get())
+}
+
+fn live_bytes() -> i64 {
+    LIVE.with(|c| c.get())
 }
 
 /// Decodes a whole capture twice with one decoder; the second pass (every template known, every
@@ -80,4 +97,81 @@ fn the_counter_counts() {
     let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(10));
     drop(v);
     assert_eq!(allocations() - before, 1);
+}
+
+/// A v9 datagram with template 256 (IPV4_SRC_ADDR, IPV4_DST_ADDR, IN_BYTES, PROTOCOL) and,
+/// when `data`, one data record of 1000 bytes.
+#[rustfmt::skip]
+fn v9_packet(data: bool) -> Vec<u8> {
+    let mut p = vec![0, 9, 0, 1 + u8::from(data),
+                     0, 0, 0x27, 0x10, 0x65, 0x92, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    p.extend_from_slice(&[0, 0, 0, 24, 1, 0, 0, 4,
+                          0, 8, 0, 4, 0, 12, 0, 4, 0, 1, 0, 4, 0, 4, 0, 1]);
+    if data {
+        p.extend_from_slice(&[1, 0, 0, 17, 10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 3, 232, 6]);
+    }
+    p
+}
+
+fn forged(n: u32) -> std::net::IpAddr {
+    std::net::Ipv4Addr::from(0x0a00_0000 + n).into()
+}
+
+/// Issue 13, item 3: forged template packets from `max_exporters` and more distinct addresses
+/// used to lock every new exporter out. Now the least recently seen exporter goes, counted, the
+/// heap stays bounded however long the flood, and an exporter sending data is never the one
+/// evicted.
+#[test]
+fn template_flood_evicts_idle_exporters_and_stays_bounded() {
+    let limits = Limits::default();
+    let max = limits.max_exporters as u32;
+    let mut d = Decoder::new(limits);
+    let template = v9_packet(false);
+    let both = v9_packet(true);
+    let real: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let busy: std::net::IpAddr = "192.0.2.2".parse().unwrap();
+    assert_eq!(d.decode(real, 0, &both).unwrap().flows().count(), 1);
+    assert_eq!(d.decode(busy, 0, &both).unwrap().flows().count(), 1);
+    let busy_data: &[u8] = &both[..20]
+        .iter()
+        .chain(&both[44..])
+        .copied()
+        .collect::<Vec<u8>>();
+    let flood = |d: &mut Decoder, from: u32, to: u32| {
+        for n in from..to {
+            let decoded = d.decode(forged(n), 0, &template).unwrap();
+            assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+            if n % 1000 == 0 {
+                // The busy exporter's data keeps it recently seen.
+                let decoded = d.decode(busy, 0, busy_data).unwrap();
+                assert_eq!(decoded.flows().count(), 1, "{:?}", decoded.issues());
+            }
+        }
+    };
+    flood(&mut d, 0, max);
+    // max + 2 exporters came: the two seen least recently went, `real` first, then the
+    // first forged one (`busy` sent data after it).
+    assert_eq!(d.exporters_evicted(), 2);
+    assert!(
+        d.cache()
+            .iter()
+            .all(|(k, _)| k.exporter.addr != real && k.exporter.addr != forged(0))
+    );
+    assert_eq!(d.cache().exporters(), max as usize);
+    let live = live_bytes();
+    flood(&mut d, max, 4 * max);
+    assert_eq!(d.exporters_evicted(), 2 + 3 * u64::from(max));
+    let grown = live_bytes() - live;
+    assert!(
+        grown < 64 << 10,
+        "the heap grew by {grown} bytes during the flood"
+    );
+    assert_eq!(d.cache().len(), max as usize);
+    // The busy exporter was never evicted: its data decodes without a template.
+    assert_eq!(d.decode(busy, 0, busy_data).unwrap().flows().count(), 1);
+    // The real exporter comes back: its template is admitted (one more eviction) and decodes.
+    let decoded = d.decode(real, 0, &both).unwrap();
+    assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+    assert_eq!(decoded.flows().map(|f| f.bytes).collect::<Vec<_>>(), [1000]);
+    assert_eq!(d.exporters_evicted(), 3 + 3 * u64::from(max));
 }

@@ -355,10 +355,9 @@ fn data_before_template_is_kept_then_decoded() {
     let data_only = data_only();
     let decoded = d.decode(EXP, 1_000, &data_only).unwrap();
     assert_eq!(decoded.flows().count(), 0);
-    assert!(matches!(
-        decoded.issues(),
-        [DecodeError::TemplateMissing { offset: 20, .. }]
-    ));
+    // Waiting is not an error.
+    assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+    assert!(matches!(decoded.waiting(), [w] if w.offset == 20 && w.key.template_id == 256));
     assert_eq!(d.pending_sets(), 1);
     // The template arrives: the pending set is decoded, stamped with its own receive time.
     let mut tpl = v9_header(1);
@@ -428,4 +427,40 @@ fn templates_are_scoped_by_exporter_and_source_id() {
     data_only[19] = 9; // source id 9
     let decoded = d.decode(EXP, 0, &data_only).unwrap();
     assert_eq!(decoded.flows().count(), 0);
+}
+
+/// Issue 13, item 3: an exporter evicted from the full cache takes its pending sets with it,
+/// reported as lost; the new exporter's templates are admitted.
+#[test]
+fn an_evicted_exporter_takes_its_pending_sets() {
+    let limits = Limits {
+        max_exporters: 1,
+        ..Limits::default()
+    };
+    let mut d = Decoder::new(limits);
+    d.decode(EXP, 0, &good_packet()).unwrap();
+    // Data for a template EXP never sent: pending.
+    let mut other_template = data_only();
+    other_template[20..22].copy_from_slice(&300u16.to_be_bytes());
+    d.decode(EXP, 1, &other_template).unwrap();
+    assert_eq!(d.pending_sets(), 1);
+    let newcomer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+    let good = good_packet();
+    let decoded = d.decode(newcomer, 2, &good).unwrap();
+    assert_eq!(decoded.flows().count(), 1);
+    assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+    let expired = decoded.expired().to_vec();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        (
+            expired[0].key.exporter.addr,
+            expired[0].key.template_id,
+            expired[0].reason
+        ),
+        (EXP, 300, netflow_wire::ExpiryReason::ExporterEvicted)
+    );
+    assert_eq!((d.pending_sets(), d.exporters_evicted()), (0, 1));
+    // EXP's templates went: its data now waits.
+    let data = data_only();
+    assert_eq!(d.decode(EXP, 3, &data).unwrap().waiting().len(), 1);
 }

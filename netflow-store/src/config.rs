@@ -20,11 +20,92 @@ pub enum Backend {
     Postgres(Box<postgres::Config>),
     /// An SQLite database file (the zero-setup default); created if missing.
     Sqlite(PathBuf),
+    /// A ClickHouse server over HTTP (for more flows than one PostgreSQL server holds).
+    ClickHouse(ClickHouseConfig),
+}
+
+/// Default ClickHouse database (`CLICKHOUSE_DATABASE`).
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "netflow";
+
+/// Where a ClickHouse store lives. `Debug` hides the password.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, `http://host:8123` (or `https://`).
+    pub url: String,
+    /// The database (created if missing): `[A-Za-z_][A-Za-z0-9_]*`.
+    pub database: String,
+    /// User name (the server's `default` user when `None`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl ClickHouseConfig {
+    /// Checks `url` (`http://` or `https://`, `CLICKHOUSE_URL`) and `database`
+    /// (`CLICKHOUSE_DATABASE`); empty user and password count as unset.
+    ///
+    /// ```
+    /// use netflow_store::{Backend, ClickHouseConfig, StoreConfig};
+    /// let c = ClickHouseConfig::new("http://127.0.0.1:8123", "netflow", None, None)?;
+    /// let store = StoreConfig::new(Backend::ClickHouse(c));
+    /// # Ok::<(), netflow_store::StoreError>(())
+    /// ```
+    pub fn new(
+        url: &str,
+        database: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<ClickHouseConfig, StoreError> {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or(StoreError::Config {
+                setting: "CLICKHOUSE_URL",
+                why: "expected http://host:port or https://host:port",
+            })?;
+        if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+            return Err(StoreError::Config {
+                setting: "CLICKHOUSE_URL",
+                why: "expected http://host:port or https://host:port (no query)",
+            });
+        }
+        let d = database.as_bytes();
+        let ok = !d.is_empty()
+            && d.len() <= 64
+            && (d[0].is_ascii_alphabetic() || d[0] == b'_')
+            && d.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(StoreError::Config {
+                setting: "CLICKHOUSE_DATABASE",
+                why: "must match [A-Za-z_][A-Za-z0-9_]* and be at most 64 characters",
+            });
+        }
+        let some = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_owned);
+        Ok(ClickHouseConfig {
+            url: url.to_owned(),
+            database: database.to_owned(),
+            user: some(user),
+            password: some(password),
+        })
+    }
 }
 
 /// Everything [`crate::open`] needs.
 ///
-/// Build one with [`StoreConfig::from_url`], [`StoreConfig::from_db_vars`] or
+/// Build one with [`StoreConfig::from_url`], [`StoreConfig::postgres`] or
 /// [`StoreConfig::new`], then adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -33,10 +114,10 @@ pub struct StoreConfig {
     /// Prefix of every table name (default [`DEFAULT_TABLE_PREFIX`]): `[a-z_][a-z0-9_]*`, at
     /// most 30 characters, so that partition names stay within PostgreSQL's 63-byte limit.
     pub table_prefix: String,
-    /// Flows older than this many days are forgotten by [`crate::Store::expire`]
+    /// Flows older than this many days are forgotten by [`crate::Upkeep::expire`]
     /// (default [`DEFAULT_RETENTION_DAYS`]).
     pub retention_days: u32,
-    /// Hourly partitions that [`crate::Store::ensure_partitions`] creates after the current hour
+    /// Hourly partitions that [`crate::PgStore::ensure_partitions`] creates after the current hour
     /// (default [`DEFAULT_PARTITIONS_AHEAD`]). PostgreSQL only.
     pub partitions_ahead: u32,
 }
@@ -83,7 +164,7 @@ impl StoreConfig {
                 setting: "store URL",
                 why: "not a valid PostgreSQL connection URL",
             })?;
-            Backend::Postgres(Box::new(with_timeout(config)))
+            Backend::Postgres(Box::new(with_defaults(config)))
         } else if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.strip_prefix("//").unwrap_or(path);
             if path.is_empty() {
@@ -104,60 +185,39 @@ impl StoreConfig {
         Ok(StoreConfig::new(backend))
     }
 
-    /// PostgreSQL settings from the original bot's variables `DB_HOST` (a host name or address,
-    /// optionally `host:port` or `[v6]:port`), `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD`
-    /// (may be empty).
-    pub fn from_db_vars(
+    /// PostgreSQL on `host` (a host name or address, optionally `host:port` or `[v6]:port`),
+    /// `database` as `user`, with an optional `password` (empty = none). Errors name the
+    /// parameter (`host`, `database`, `user`); the caller maps them onto its own settings.
+    pub fn postgres(
         host: &str,
         database: &str,
-        username: &str,
+        user: &str,
         password: Option<&str>,
     ) -> Result<StoreConfig, StoreError> {
         let (host, port) = split_host_port(host.trim())?;
         if database.is_empty() {
             return Err(StoreError::Config {
-                setting: "DB_DATABASE",
+                setting: "database",
                 why: "empty",
             });
         }
-        if username.is_empty() {
+        if user.is_empty() {
             return Err(StoreError::Config {
-                setting: "DB_USERNAME",
+                setting: "user",
                 why: "empty",
             });
         }
         let mut c = postgres::Config::new();
-        c.host(host).dbname(database).user(username);
+        c.host(host).dbname(database).user(user);
         if let Some(port) = port {
             c.port(port);
         }
         if let Some(p) = password.filter(|p| !p.is_empty()) {
             c.password(p);
         }
-        Ok(StoreConfig::new(Backend::Postgres(Box::new(with_timeout(
-            c,
-        )))))
-    }
-
-    /// Reads `DB_HOST`, `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD` through `lookup`
-    /// (for instance `|k| std::env::var(k).ok()`). `Ok(None)` when `DB_HOST` is unset or
-    /// empty, so the caller can fall back to the SQLite default.
-    pub fn from_db_env(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<StoreConfig>, StoreError> {
-        let Some(host) = lookup("DB_HOST").filter(|h| !h.trim().is_empty()) else {
-            return Ok(None);
-        };
-        let database = lookup("DB_DATABASE").ok_or(StoreError::Config {
-            setting: "DB_DATABASE",
-            why: "not set (DB_HOST is)",
-        })?;
-        let username = lookup("DB_USERNAME").ok_or(StoreError::Config {
-            setting: "DB_USERNAME",
-            why: "not set (DB_HOST is)",
-        })?;
-        let password = lookup("DB_PASSWORD");
-        StoreConfig::from_db_vars(&host, &database, &username, password.as_deref()).map(Some)
+        Ok(StoreConfig::new(Backend::Postgres(Box::new(
+            with_defaults(c),
+        ))))
     }
 
     /// Checks the prefix; called by [`crate::open`].
@@ -180,21 +240,28 @@ impl StoreConfig {
 
 /// A connect timeout unless one was given: a server that is down must give a retryable error,
 /// not a hang.
-fn with_timeout(mut c: postgres::Config) -> postgres::Config {
+///
+/// Also turns the server's notices (`CREATE TABLE IF NOT EXISTS` on an existing table says
+/// "already exists, skipping" at every start) into debug-level log records: the `postgres`
+/// crate's default logs them at info, which reads like news to an operator.
+fn with_defaults(mut c: postgres::Config) -> postgres::Config {
     if c.get_connect_timeout().is_none() {
         c.connect_timeout(Duration::from_secs(10));
     }
+    c.notice_callback(|notice| {
+        log::debug!(target: "netflow_store::postgres", "{}: {}", notice.severity(), notice.message());
+    });
     c
 }
 
 fn split_host_port(s: &str) -> Result<(&str, Option<u16>), StoreError> {
     const BAD: StoreError = StoreError::Config {
-        setting: "DB_HOST",
+        setting: "host",
         why: "expected host, host:port or [v6]:port",
     };
     if s.is_empty() {
         return Err(StoreError::Config {
-            setting: "DB_HOST",
+            setting: "host",
             why: "empty",
         });
     }
@@ -248,34 +315,55 @@ mod tests {
     }
 
     #[test]
-    fn test_db_vars() {
-        let env = |k: &str| match k {
-            "DB_HOST" => Some("[::1]:6543".to_owned()),
-            "DB_DATABASE" => Some("grafolean".to_owned()),
-            "DB_USERNAME" => Some("admin".to_owned()),
-            _ => None,
-        };
-        let Ok(Some(StoreConfig {
+    fn test_postgres_parameters() {
+        let Ok(StoreConfig {
             backend: Backend::Postgres(c),
             ..
-        })) = StoreConfig::from_db_env(env)
+        }) = StoreConfig::postgres("[::1]:6543", "grafolean", "admin", Some(""))
         else {
             panic!("expected postgres")
         };
         assert_eq!(c.get_ports(), &[6543]);
         assert_eq!(c.get_user(), Some("admin"));
-        assert!(matches!(StoreConfig::from_db_env(|_| None), Ok(None)));
-        let no_db = |k: &str| (k == "DB_HOST").then(|| "db".to_owned());
+        assert!(c.get_password().is_none());
         assert!(matches!(
-            StoreConfig::from_db_env(no_db),
+            StoreConfig::postgres("db", "", "admin", None),
             Err(StoreError::Config {
-                setting: "DB_DATABASE",
+                setting: "database",
                 ..
             })
         ));
         assert!(matches!(split_host_port("db:5432"), Ok(("db", Some(5432)))));
         assert!(matches!(split_host_port("fe80::1"), Ok(("fe80::1", None))));
         assert!(split_host_port("db:x").is_err());
+    }
+
+    #[test]
+    fn test_clickhouse_settings() {
+        let c = ClickHouseConfig::new("http://ch:8123/", "netflow", Some(""), Some("pw")).unwrap();
+        assert_eq!(
+            (c.user.as_deref(), c.password.as_deref()),
+            (None, Some("pw"))
+        );
+        assert!(!format!("{c:?}").contains("pw"));
+        for bad in ["ch:8123", "tcp://ch:9000", "http://", "http://ch/?x=1"] {
+            assert!(
+                matches!(
+                    ClickHouseConfig::new(bad, "netflow", None, None),
+                    Err(StoreError::Config {
+                        setting: "CLICKHOUSE_URL",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        for bad in ["", "1db", "a-b", "db;drop"] {
+            assert!(
+                ClickHouseConfig::new("http://ch", bad, None, None).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 /// Everything a store operation can fail with.
 ///
 /// The writer's retry loop needs one question answered: [`StoreError::is_retryable`]. A batch
-/// whose [`crate::Store::write_flows`] failed was not written at all (each batch is one
+/// whose [`crate::FlowWrite::write_flows`] failed was not written at all (each batch is one
 /// transaction), so retrying the whole batch after a retryable error stores it exactly once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -18,6 +18,23 @@ pub enum StoreError {
     /// An SQLite error.
     #[error("SQLite: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// The ClickHouse server could not be reached, or the connection broke during a request
+    /// (server down or restarting, network loss, timeout). The next call tries again.
+    #[error("ClickHouse unreachable: {0}")]
+    ClickHouseUnreachable(#[source] ureq::Error),
+    /// The ClickHouse server answered with an error.
+    #[error("ClickHouse (HTTP {status}, code {code}): {message}")]
+    ClickHouse {
+        /// HTTP status of the reply.
+        status: u16,
+        /// ClickHouse's error code (`Code: N` of the reply; 0 when the reply has none).
+        code: u32,
+        /// The first line of the server's message.
+        message: String,
+    },
+    /// A ClickHouse reply this crate cannot read (a row cut short, a value it never writes).
+    #[error("unexpected ClickHouse reply: {0}")]
+    ClickHouseReply(&'static str),
     /// A setting is missing or malformed.
     #[error("invalid store setting {setting}: {why}")]
     Config {
@@ -71,6 +88,16 @@ impl StoreError {
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ),
+            StoreError::ClickHouseUnreachable(_) => true,
+            // 159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 209 SOCKET_TIMEOUT,
+            // 210 NETWORK_ERROR, 216 QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING (an insert of
+            // the batch still runs), 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS,
+            // 319 UNKNOWN_STATUS_OF_INSERT; or no code and 502/503/504 (a proxy, a server
+            // shutting down)
+            StoreError::ClickHouse { status, code, .. } => {
+                matches!(code, 159 | 202 | 209 | 210 | 216 | 242 | 252 | 319)
+                    || (*code == 0 && matches!(status, 502..=504))
+            }
             _ => false,
         }
     }

@@ -8,74 +8,134 @@ use postgres::types::Type;
 /// Newest schema version this build knows.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
-/// One column of the flow table: the single source of the COPY column list, the COPY types and
-/// the SELECT list, in this order. [`crate::postgres::PgRow`] and both row decoders follow it.
+/// Which [`Flow`](crate::Flow) field a column holds: what each backend's row encoder and
+/// decoder match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Col {
+    Ts,
+    Exporter,
+    InputIf,
+    OutputIf,
+    Direction,
+    Protocol,
+    SrcAddr,
+    DstAddr,
+    SrcPort,
+    DstPort,
+    Bytes,
+    Packets,
+    TcpFlags,
+}
+
+/// One column of the flow table: the single source of the COPY/INSERT column lists, the COPY
+/// types, the SELECT lists and the projections, in this order. Released migrations keep their
+/// own frozen text.
 #[derive(Debug, Clone)]
 pub(crate) struct Column {
+    pub(crate) col: Col,
     pub(crate) name: &'static str,
     pub(crate) pg_type: Type,
+    /// Read for [`Fields::Aggregation`](crate::Fields::Aggregation).
+    pub(crate) aggregated: bool,
 }
 
 /// The flow table of the newest schema, in table order.
 pub(crate) const FLOW_COLUMNS: [Column; 13] = [
     Column {
+        col: Col::Ts,
         name: "ts",
         pg_type: Type::TIMESTAMPTZ,
+        aggregated: false,
     },
     Column {
+        col: Col::Exporter,
         name: "exporter",
         pg_type: Type::INET,
+        aggregated: true,
     },
     Column {
+        col: Col::InputIf,
         name: "input_if",
         pg_type: Type::INT8,
+        aggregated: true,
     },
     Column {
+        col: Col::OutputIf,
         name: "output_if",
         pg_type: Type::INT8,
+        aggregated: true,
     },
     Column {
+        col: Col::Direction,
         name: "direction",
         pg_type: Type::INT2,
+        aggregated: true,
     },
     Column {
+        col: Col::Protocol,
         name: "protocol",
         pg_type: Type::INT2,
+        aggregated: true,
     },
     Column {
+        col: Col::SrcAddr,
         name: "src_addr",
         pg_type: Type::INET,
+        aggregated: true,
     },
     Column {
+        col: Col::DstAddr,
         name: "dst_addr",
         pg_type: Type::INET,
+        aggregated: true,
     },
     Column {
+        col: Col::SrcPort,
         name: "src_port",
         pg_type: Type::INT4,
+        aggregated: false,
     },
     Column {
+        col: Col::DstPort,
         name: "dst_port",
         pg_type: Type::INT4,
+        aggregated: true,
     },
     Column {
+        col: Col::Bytes,
         name: "bytes",
         pg_type: Type::INT8,
+        aggregated: true,
     },
     Column {
+        col: Col::Packets,
         name: "packets",
         pg_type: Type::INT8,
+        aggregated: false,
     },
     Column {
+        col: Col::TcpFlags,
         name: "tcp_flags",
         pg_type: Type::INT2,
+        aggregated: false,
     },
 ];
 
-/// `ts, exporter, ...`: the flow columns as an SQL list.
-pub(crate) fn flow_column_list() -> String {
+/// The columns a read of `fields` returns, in table order.
+pub(crate) fn columns(fields: crate::Fields) -> impl Iterator<Item = &'static Column> {
     FLOW_COLUMNS
         .iter()
+        .filter(move |c| fields == crate::Fields::All || c.aggregated)
+}
+
+/// `ts, exporter, ...`: the flow columns as an SQL list.
+pub(crate) fn flow_column_list() -> String {
+    column_list(crate::Fields::All)
+}
+
+/// The columns of `fields` as an SQL list.
+pub(crate) fn column_list(fields: crate::Fields) -> String {
+    columns(fields)
         .map(|c| c.name)
         .collect::<Vec<_>>()
         .join(", ")

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::partition::{self, HOUR_MICROS};
 use crate::schema::{self, MIGRATIONS, SCHEMA_VERSION};
 use crate::{
-    Backend, Expired, Exporter, Fields, Flow, JobMark, JobWindow, Store, StoreConfig, StoreError,
-    Written,
+    Backend, Expired, Exporter, Fields, Flow, FlowRange, FlowRead, FlowWrite, Head, JobLedger,
+    JobMark, Snapshot, StoreConfig, StoreError, Streamed, Upkeep, Written,
 };
 
 /// How long a writer waits for another connection's write lock before `SQLITE_BUSY`.
@@ -140,15 +140,17 @@ fn insert_flows<'a>(
 }
 
 /// Streams the rows of `sql` (the flow columns, with `leading` bound to its first `?`s) whose
-/// exporter is one of `exporters` to `f`. Returns how many were passed and whether `f` stopped.
+/// exporter is one of `exporters` to `f`, projected to `fields` (every column is read: a local
+/// file has no wire to save, and both backends then hand out the same flows).
 fn stream_flows(
     conn: &Connection,
     sql: &str,
     leading: &[i64],
     exporters: &[IpAddr],
+    fields: Fields,
     f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-) -> Result<(u64, bool), StoreError> {
-    let mut n = 0;
+) -> Result<Streamed, StoreError> {
+    let mut read = Streamed::default();
     // SQLite caps bound parameters (32766 by default): chunk very long exporter lists
     for chunk in exporters.chunks(1000) {
         let marks = vec!["?"; chunk.len()].join(", ");
@@ -162,13 +164,14 @@ fn stream_flows(
         }
         let mut rows = stmt.raw_query();
         while let Some(row) = rows.next()? {
-            n += 1;
-            if f(&flow_from_row(row)?).is_break() {
-                return Ok((n, true));
+            read.flows += 1;
+            if f(&fields.project(&flow_from_row(row)?)).is_break() {
+                read.stopped = true;
+                return Ok(read);
             }
         }
     }
-    Ok((n, false))
+    Ok(read)
 }
 
 fn switch_to_wal(conn: &Connection) -> Result<String, StoreError> {
@@ -262,8 +265,8 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    fn write_flows_report(&mut self, flows: &[Flow]) -> Result<Written, StoreError> {
+impl FlowWrite for SqliteStore {
+    fn write_flows(&mut self, flows: &[Flow]) -> Result<Written, StoreError> {
         let Some((_, hi)) = crate::ts_span(flows)? else {
             return Ok(Written::default());
         };
@@ -319,37 +322,6 @@ impl Store for SqliteStore {
         Ok(Written { late })
     }
 
-    fn max_ts(&mut self) -> Result<Option<i64>, StoreError> {
-        let p = &self.prefix;
-        let v = self
-            .conn
-            .query_row(
-                &format!("SELECT max_ts FROM {p}flow_stats WHERE id = 1"),
-                [],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()?;
-        Ok(v.flatten())
-    }
-
-    fn for_each_flow(
-        &mut self,
-        exporters: &[IpAddr],
-        after_micros: i64,
-        upto_micros: i64,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<u64, StoreError> {
-        if after_micros >= upto_micros {
-            return Ok(0);
-        }
-        let sql = format!(
-            "SELECT {} FROM {}flows WHERE ts > ? AND ts <= ?",
-            schema::flow_column_list(),
-            self.prefix
-        );
-        Ok(stream_flows(&self.conn, &sql, &[after_micros, upto_micros], exporters, f)?.0)
-    }
-
     fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError> {
         let p = &self.prefix;
         let sat = |c: &str| {
@@ -389,6 +361,83 @@ impl Store for SqliteStore {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A deferred transaction: in WAL mode it reads one snapshot from its first `SELECT` to its
+/// end.
+struct SqliteSnapshot<'a, 'c> {
+    tx: rusqlite::Transaction<'c>,
+    prefix: &'a str,
+}
+
+impl Snapshot for SqliteSnapshot<'_, '_> {
+    fn head(&mut self) -> Result<Head, StoreError> {
+        let p = self.prefix;
+        let (max_ts, late_seq) = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1"
+            ))?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(Head { max_ts, late_seq })
+    }
+
+    fn job_mark(&mut self, job_id: &str) -> Result<Option<JobMark>, StoreError> {
+        let p = self.prefix;
+        Ok(self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT last_window_end, late_seq FROM {p}bot_jobs WHERE job_id = ?1"
+            ))?
+            .query_row([job_id], |r| {
+                Ok(JobMark {
+                    window_end: r.get(0)?,
+                    late_seq: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn flows(
+        &mut self,
+        exporters: &[IpAddr],
+        range: FlowRange,
+        fields: Fields,
+        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
+    ) -> Result<Streamed, StoreError> {
+        let (p, cols) = (self.prefix, schema::flow_column_list());
+        let (sql, leading) = match range {
+            FlowRange::Time { after, upto } if after < upto => (
+                format!("SELECT {cols} FROM {p}flows WHERE ts > ? AND ts <= ?"),
+                vec![after, upto],
+            ),
+            FlowRange::Late {
+                after_seq,
+                upto_seq,
+                ts_upto,
+            } if after_seq < upto_seq => (
+                format!("SELECT {cols} FROM {p}late_flows WHERE seq > ? AND seq <= ? AND ts <= ?"),
+                vec![after_seq, upto_seq, ts_upto],
+            ),
+            _ => return Ok(Streamed::default()),
+        };
+        stream_flows(&self.tx, &sql, &leading, exporters, fields, f)
+    }
+}
+
+impl FlowRead for SqliteStore {
+    fn read(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn Snapshot) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut snapshot = SqliteSnapshot {
+            tx: self.conn.transaction()?,
+            prefix: &self.prefix,
+        };
+        f(&mut snapshot)?;
+        snapshot.tx.commit()?;
+        Ok(())
+    }
 
     fn exporters(&mut self) -> Result<Vec<Exporter>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
@@ -412,91 +461,17 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn job_window_end(&mut self, job_id: &str) -> Result<Option<i64>, StoreError> {
-        let sql = format!(
-            "SELECT last_window_end FROM {}bot_jobs WHERE job_id = ?1",
-            self.prefix
-        );
-        Ok(self
-            .conn
-            .query_row(&sql, [job_id], |r| r.get(0))
-            .optional()?)
-    }
-
-    fn set_job_window_end(&mut self, job_id: &str, end_micros: i64) -> Result<(), StoreError> {
-        partition::check_ts(end_micros)?;
-        let p = &self.prefix;
-        self.conn.execute(
-            &format!(
-                "INSERT INTO {p}bot_jobs (job_id, last_window_end, late_seq) VALUES (?1, ?2, \
-                 (SELECT late_seq FROM {p}flow_stats WHERE id = 1)) \
-                 ON CONFLICT (job_id) DO UPDATE SET last_window_end = excluded.last_window_end"
-            ),
-            params![job_id, end_micros],
-        )?;
-        Ok(())
-    }
-
-    fn read_job_window(
+    fn query(
         &mut self,
-        job_id: &str,
-        exporters: &[IpAddr],
-        period_micros: i64,
-        fields: Fields,
-        f: &mut dyn FnMut(&Flow) -> ControlFlow<()>,
-    ) -> Result<Option<JobWindow>, StoreError> {
-        let p = &self.prefix;
-        // every column is read (a local file: nothing to save on the wire), then projected so
-        // that both backends hand out the same flows
-        let f = &mut |fl: &Flow| f(&fields.project(fl));
-        // A deferred transaction reads one snapshot (WAL) from its first SELECT to its end.
-        let tx = self.conn.transaction()?;
-        let (max, seq): (Option<i64>, i64) = tx
-            .prepare_cached(&format!(
-                "SELECT max_ts, late_seq FROM {p}flow_stats WHERE id = 1"
-            ))?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let Some(upto) = max else {
-            return Ok(None);
-        };
-        let (after, prev_seq) = tx
-            .prepare_cached(&format!(
-                "SELECT last_window_end, late_seq FROM {p}bot_jobs WHERE job_id = ?1"
-            ))?
-            .query_row([job_id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-            .optional()?
-            .unwrap_or((upto.saturating_sub(period_micros), seq));
-        let cols = schema::flow_column_list();
-        let (mut flows, mut late_flows, mut stopped) = (0, 0, false);
-        if upto > after {
-            (flows, stopped) = stream_flows(
-                &tx,
-                &format!("SELECT {cols} FROM {p}flows WHERE ts > ? AND ts <= ?"),
-                &[after, upto],
-                exporters,
-                f,
-            )?;
-        }
-        if seq > prev_seq && !stopped {
-            late_flows = stream_flows(
-                &tx,
-                &format!("SELECT {cols} FROM {p}late_flows WHERE seq > ? AND seq <= ? AND ts <= ?"),
-                &[prev_seq, seq, after],
-                exporters,
-                f,
-            )?
-            .0;
-        }
-        tx.commit()?;
-        Ok(Some(JobWindow::read(
-            after,
-            upto,
-            (prev_seq, seq),
-            flows,
-            late_flows,
-        )))
+        q: &crate::query::Query,
+        f: &mut dyn FnMut(crate::query::QueryRow<'_>) -> ControlFlow<()>,
+    ) -> Result<crate::query::Totals, StoreError> {
+        q.validate()?;
+        crate::query_sqlite::run(&self.conn, &self.prefix, q, f)
     }
+}
 
+impl JobLedger for SqliteStore {
     fn set_job_mark(&mut self, job_id: &str, mark: JobMark) -> Result<(), StoreError> {
         partition::check_ts(mark.window_end)?;
         let p = &self.prefix;
@@ -521,11 +496,9 @@ impl Store for SqliteStore {
         )?;
         Ok(n as u64)
     }
+}
 
-    fn ensure_partitions(&mut self, now_micros: i64) -> Result<(), StoreError> {
-        partition::check_ts(now_micros)
-    }
-
+impl Upkeep for SqliteStore {
     fn expire_before(&mut self, cutoff_micros: i64) -> Result<Expired, StoreError> {
         let cutoff = partition::hour_of(cutoff_micros).saturating_mul(HOUR_MICROS);
         let deleted = self.conn.execute(
@@ -543,17 +516,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn expire(&mut self, now_micros: i64) -> Result<Expired, StoreError> {
-        self.expire_before(partition::retention_cutoff(now_micros, self.retention_days))
-    }
-
-    fn query(
-        &mut self,
-        q: &crate::query::Query,
-        f: &mut dyn FnMut(crate::query::QueryRow<'_>) -> ControlFlow<()>,
-    ) -> Result<crate::query::Totals, StoreError> {
-        q.validate()?;
-        crate::query_sqlite::run(&self.conn, &self.prefix, q, f)
+    fn retention_days(&self) -> u32 {
+        self.retention_days
     }
 
     fn schema_version(&mut self) -> Result<u32, StoreError> {

@@ -21,6 +21,8 @@
 //! server.restart(); // both at once
 //! ```
 
+pub mod clickhouse;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;

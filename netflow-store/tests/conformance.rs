@@ -1,5 +1,5 @@
-//! The conformance suite: every check runs on both backends (PostgreSQL on the test server,
-//! SQLite in a temp file), each in a database of its own.
+//! The conformance suite: every check runs on every backend (PostgreSQL on the test server,
+//! SQLite in a temp file, ClickHouse on the tests' own server), each in a database of its own.
 
 mod common;
 
@@ -19,6 +19,14 @@ macro_rules! conformance {
             fn $name() {
                 let db = super::common::PgDb::new();
                 let mut store = netflow_store::open(&db.config).expect("open PostgreSQL store");
+                super::$name(&mut *store);
+            })*
+        }
+        mod clickhouse {
+            $(#[test]
+            fn $name() {
+                let db = super::common::ClickHouseDb::new();
+                let mut store = netflow_store::open(&db.config).expect("open ClickHouse store");
                 super::$name(&mut *store);
             })*
         }
@@ -53,7 +61,7 @@ fn empty_store(s: &mut dyn Store) {
     assert_eq!(s.max_ts().unwrap(), None);
     assert!(read_all(s, &[ip("192.0.2.1")]).is_empty());
     assert!(s.exporters().unwrap().is_empty());
-    assert_eq!(s.job_window_end("1min").unwrap(), None);
+    assert_eq!(netflow_store::jobs::window_end(s, "1min").unwrap(), None);
     s.write_flows(&[]).unwrap();
     assert_eq!(s.max_ts().unwrap(), None);
 }
@@ -369,17 +377,23 @@ fn exporters_upsert_adds_and_saturates(s: &mut dyn Store) {
 }
 
 fn job_window_ends(s: &mut dyn Store) {
-    assert_eq!(s.job_window_end("acc1/1min").unwrap(), None);
-    s.set_job_window_end("acc1/1min", T0).unwrap();
-    s.set_job_window_end("acc1/1h", T0 - HOUR).unwrap();
-    s.set_job_window_end("acc1/1min", T0 + 60_000_000).unwrap();
     assert_eq!(
-        s.job_window_end("acc1/1min").unwrap(),
+        netflow_store::jobs::window_end(s, "acc1/1min").unwrap(),
+        None
+    );
+    netflow_store::jobs::set_window_end(s, "acc1/1min", T0).unwrap();
+    netflow_store::jobs::set_window_end(s, "acc1/1h", T0 - HOUR).unwrap();
+    netflow_store::jobs::set_window_end(s, "acc1/1min", T0 + 60_000_000).unwrap();
+    assert_eq!(
+        netflow_store::jobs::window_end(s, "acc1/1min").unwrap(),
         Some(T0 + 60_000_000)
     );
-    assert_eq!(s.job_window_end("acc1/1h").unwrap(), Some(T0 - HOUR));
+    assert_eq!(
+        netflow_store::jobs::window_end(s, "acc1/1h").unwrap(),
+        Some(T0 - HOUR)
+    );
     assert!(matches!(
-        s.set_job_window_end("x", i64::MAX),
+        netflow_store::jobs::set_window_end(s, "x", i64::MAX),
         Err(StoreError::TimestampOutOfRange { .. })
     ));
 }
@@ -415,8 +429,8 @@ fn job_run_fields(
     fields: Fields,
 ) -> (Vec<Flow>, Option<JobWindow>) {
     let mut out = Vec::new();
-    let w = s
-        .read_job_window(job, &[ip("192.0.2.1")], period, fields, &mut |f| {
+    let w =
+        netflow_store::jobs::read_window(s, job, &[ip("192.0.2.1")], period, fields, &mut |f| {
             out.push(*f);
             ControlFlow::Continue(())
         })
@@ -443,7 +457,7 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
         with_bytes(T0, "192.0.2.1", 1),
         with_bytes(T0 + 10, "192.0.2.1", 2),
     ];
-    assert_eq!(s.write_flows_report(&first).unwrap().late, 0);
+    assert_eq!(s.write_flows(&first).unwrap().late, 0);
     // job a reads (T0 + 10 - 1 min, T0 + 10]; job b is not run yet
     let (got, w) = job_run(s, "a/1min", min);
     assert_eq!(got, sorted(first.to_vec()));
@@ -467,13 +481,13 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
     let on_time = with_bytes(T0 + 20, "192.0.2.1", 64);
     let mut batch = late.to_vec();
     batch.push(on_time);
-    assert_eq!(s.write_flows_report(&batch).unwrap().late, 4);
+    assert_eq!(s.write_flows(&batch).unwrap().late, 4);
     // A later batch entirely late, with a flow in job a's next window (T0 + 15).
     let late2 = [
         with_bytes(T0 + 15, "192.0.2.1", 128),
         with_bytes(T0 + 1, "192.0.2.1", 256),
     ];
-    assert_eq!(s.write_flows_report(&late2).unwrap().late, 2);
+    assert_eq!(s.write_flows(&late2).unwrap().late, 2);
     assert_eq!(s.max_ts().unwrap(), Some(T0 + 20));
 
     // The bot's projection: the same window and late flows, with ts, src_port, packets and
@@ -510,9 +524,9 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
     assert_eq!(got.len(), 7, "{got:?}"); // all of 192.0.2.1 within (T0 + 20 - 1 min, T0 + 20]
 
     // A job recorded through set_job_window_end starts at the current late number.
-    s.set_job_window_end("c/1min", T0 + 20).unwrap();
+    netflow_store::jobs::set_window_end(s, "c/1min", T0 + 20).unwrap();
     let late3 = [with_bytes(T0 + 3, "192.0.2.1", 512)];
-    assert_eq!(s.write_flows_report(&late3).unwrap().late, 1);
+    assert_eq!(s.write_flows(&late3).unwrap().late, 1);
     let (got, _) = job_run(s, "c/1min", min);
     assert_eq!(got, late3.to_vec());
 
@@ -530,7 +544,7 @@ fn late_flows_reach_each_job_once(s: &mut dyn Store) {
 
     // Retention forgets late flows with their hour.
     let old = [with_bytes(T0 - 10 * HOUR, "192.0.2.1", 1)];
-    assert_eq!(s.write_flows_report(&old).unwrap().late, 1);
+    assert_eq!(s.write_flows(&old).unwrap().late, 1);
     s.expire_before(T0 - HOUR).unwrap();
     for job in ["a/1min", "b/1min", "c/1min"] {
         let (got, w) = job_run(s, job, min);

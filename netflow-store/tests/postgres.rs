@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{HOUR, PgDb, T0, as_stored, flow, ip, read_all, sorted};
 use netflow_store::test_support::PrivateServer;
-use netflow_store::{Backend, PgStore, SCHEMA_VERSION, Store, StoreConfig, StoreError};
+use netflow_store::{
+    Backend, FlowRead, FlowWrite, PgStore, SCHEMA_VERSION, StoreConfig, StoreError, Upkeep,
+};
 
 fn partitions(c: &mut postgres::Client) -> Vec<String> {
     let mut v: Vec<String> = c
@@ -45,9 +47,12 @@ fn flows_land_in_their_hour_partition_and_retention_drops_exactly_old_ones() {
         .collect();
     s.write_flows(&flows).unwrap();
     let names = partitions(&mut c);
-    assert_eq!(names.len(), 60);
+    // the write path also keeps `partitions_ahead` hours ready after the batch's newest hour
+    let ahead = db.config.partitions_ahead as usize;
+    assert_eq!(names.len(), 60 + ahead);
     assert_eq!(names[0], "netflow_flows_p2023111422");
     assert_eq!(names[59], "netflow_flows_p2023111709");
+    assert_eq!(names[60], "netflow_flows_p2023111710");
     // every row sits in the partition named after its hour
     let misplaced: i64 = c
         .query_one(
@@ -133,7 +138,10 @@ fn concurrent_writers_create_the_same_partitions_without_error() {
     }
     let mut c = db.client();
     assert_eq!(count(&mut c), 4 * 5 * 100);
-    assert_eq!(partitions(&mut c).len(), 5);
+    // the 5 hours written, the hour before the first (kept ready by the write path) and
+    // `partitions_ahead` hours after the last
+    let ahead = db.config.partitions_ahead as usize;
+    assert_eq!(partitions(&mut c).len(), 1 + 5 + ahead);
 }
 
 #[test]
@@ -213,7 +221,10 @@ fn upgrades_every_older_schema_in_place() {
                 Some(T0),
                 "from {from}: max_ts backfilled"
             );
-            assert_eq!(s.job_window_end("1min").unwrap(), Some(H0));
+            assert_eq!(
+                netflow_store::jobs::window_end(&mut s, "1min").unwrap(),
+                Some(H0)
+            );
             let ex = s.exporters().unwrap();
             assert_eq!(
                 (ex.len(), ex[0].flows, ex[0].first_seen_micros),
@@ -364,7 +375,7 @@ fn server_restart_mid_run() {
     let mut tries = 0;
     loop {
         match s.write_flows(&batch(1)) {
-            Ok(()) => break,
+            Ok(_) => break,
             Err(e) if e.is_retryable() && tries < 30 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(500));
@@ -563,4 +574,66 @@ fn batch_whose_commit_reply_was_lost_is_not_written_twice() {
     let c: Vec<_> = (0..10).map(|i| flow(T0 + 5000 + i, "192.0.2.1")).collect();
     s.write_flows(&c).unwrap();
     assert_eq!(count(&mut admin), 2010);
+}
+
+/// Issue 13, item 2: the product never called `ensure_partitions`, so the coming hours'
+/// partitions were made on demand by the first batch that needed them (DDL in the write path)
+/// and the BRIN ranges of the hour being filled stayed unsummarized. The write path now keeps
+/// the layout itself.
+#[test]
+fn writes_keep_the_next_hours_partitions_ready_and_brin_summarized() {
+    let db = PgDb::new();
+    let mut s = PgStore::open(&db.config).unwrap();
+    let mut c = db.client();
+    assert!(partitions(&mut c).is_empty());
+    s.write_flows(&[flow(T0, "192.0.2.1")]).unwrap();
+    let ahead = db.config.partitions_ahead as i64;
+    let want: Vec<String> = (-1..=ahead)
+        .map(|h| {
+            let hour = (H0 + h * HOUR) / HOUR;
+            let days = hour.div_euclid(24);
+            let (y, m, d) = civil(days);
+            format!(
+                "netflow_flows_p{y:04}{m:02}{d:02}{:02}",
+                hour.rem_euclid(24)
+            )
+        })
+        .collect();
+    assert_eq!(partitions(&mut c), want);
+    // A batch in the next hour runs the upkeep again, which summarizes the BRIN ranges of
+    // the hour just filled: nothing is left for a summarize call to do there.
+    s.write_flows(&[flow(H0 + HOUR + 1, "192.0.2.1")]).unwrap();
+    let left: i32 = c
+        .query_one(
+            "SELECT brin_summarize_new_values(i.inhrelid) FROM pg_inherits i \
+             JOIN pg_index x ON x.indexrelid = i.inhrelid \
+             WHERE i.inhparent = to_regclass('netflow_flows_ts_brin') \
+             AND x.indrelid = to_regclass($1)",
+            &[&want[1]],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "the filled hour's BRIN ranges were left unsummarized"
+    );
+    let more = partitions(&mut c);
+    assert_eq!(
+        more.len(),
+        want.len() + 1,
+        "one more hour kept ready: {more:?}"
+    );
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }

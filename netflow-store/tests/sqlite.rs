@@ -5,7 +5,9 @@ mod common;
 use std::sync::{Arc, Barrier};
 
 use common::{SqliteDb, T0, flow, ip, read_all};
-use netflow_store::{Backend, SCHEMA_VERSION, SqliteStore, Store, StoreError};
+use netflow_store::{
+    Backend, FlowRead, FlowWrite, SCHEMA_VERSION, SqliteStore, StoreError, Upkeep,
+};
 
 fn raw(db: &SqliteDb) -> rusqlite::Connection {
     let Backend::Sqlite(path) = &db.config.backend else {
@@ -91,7 +93,10 @@ fn upgrades_every_older_schema_in_place() {
                 }]
             );
             assert_eq!(s.max_ts().unwrap(), Some(T0), "from {from}");
-            assert_eq!(s.job_window_end("1min").unwrap(), Some(T0));
+            assert_eq!(
+                netflow_store::jobs::window_end(&mut s, "1min").unwrap(),
+                Some(T0)
+            );
             let ex = s.exporters().unwrap();
             assert_eq!(
                 (ex.len(), ex[0].flows, ex[0].packets),

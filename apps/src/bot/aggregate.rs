@@ -320,6 +320,47 @@ impl Window {
         bump(&mut d.dst_ports, f.dst_port, b);
     }
 
+    /// The window a store's aggregation pushdown summed ([`Store::window_sums`]): the same
+    /// [`Window::values`] as adding the flows one by one, because each top list it holds is
+    /// the first entries of the full ranking, and a ranking's top `n` of its own top `n` is
+    /// itself (for `n >= TOP_N`).
+    ///
+    /// [`Store::window_sums`]: netflow_store::Store::window_sums
+    pub fn from_sums(sums: &netflow_store::window_sums::WindowSums) -> Window {
+        let mut w = Window::new();
+        for e in &sums.exporters {
+            let dirs = w.exporters.entry(e.exporter).or_default();
+            for (d, s) in dirs.iter_mut().zip(&e.directions) {
+                w.flows += s.flows;
+                d.bytes = s.bytes;
+                d.flows = s.flows;
+                for i in &s.interfaces {
+                    let ia = d.ifaces.entry(i.interface).or_default();
+                    ia.bytes = i.bytes;
+                    for &(a, v) in &i.top_addrs {
+                        ia.ips.add(a, v);
+                    }
+                    for &(p, v) in &i.top_protocols {
+                        ia.protocols.add(p, v);
+                    }
+                }
+                for &(a, v) in &s.top_addrs {
+                    d.ips.add(a, v);
+                }
+                for &(p, v) in &s.top_protocols {
+                    d.protocols.add(p, v);
+                }
+                for &((a, b), v) in &s.top_pairs {
+                    d.conns.add(a, b, v);
+                }
+                for &(p, v) in &s.top_dst_ports {
+                    bump(&mut d.dst_ports, p, v);
+                }
+            }
+        }
+        w
+    }
+
     /// Flows added.
     pub fn flows(&self) -> u64 {
         self.flows

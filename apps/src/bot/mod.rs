@@ -4,8 +4,12 @@
 //!   together. A job's window is (previous window end, current max ts]; the end is persisted
 //!   per job in the store, so restarts neither lose nor double-count. A job without a previous
 //!   end takes the last period before the max ts. The window end advances only after the
-//!   values were accepted; a failed POST is retried with backoff, and if it still fails the
-//!   next run covers the missed time too.
+//!   values were accepted, or their outcome is unknown. The client alone retries (it knows
+//!   whether a request may have reached the backend: it retries 5xx answers and connections
+//!   never made); a POST that timed out or lost its connection after sending may be stored,
+//!   so it is never sent again (Grafolean would stamp a second data point): it is counted as
+//!   `posts_outcome_unknown` / `values_outcome_unknown` and logged. A POST that certainly did
+//!   not land is kept for the next run, which covers the missed time too.
 //! * A window's values go out in requests of at most the client's `max_values_per_request`.
 //!   The backend stores each accepted request (stamped with its own clock), so when one fails
 //!   for good, the accepted ones are not sent again: the job keeps the rest of that window's
@@ -14,7 +18,7 @@
 //! * Late flows: a flow written after a job already sent the window its `ts` falls in (a
 //!   pending data set released by a late template, up to 10 minutes later; a writer draining
 //!   its spool after an outage; a second writer; an exporter's clock) is folded into that
-//!   job's next window, once (see [`Store::read_job_window`]). Grafolean stamps each value
+//!   job's next window, once (see [`netflow_store::jobs::read_window`]). Grafolean stamps each value
 //!   with its arrival time and takes no timestamp, so a second POST for an old window would be
 //!   a second point, not a correction: the late bytes are counted in the next point of every
 //!   interval instead, and the totals over time stay exact. They are counted in the stats
@@ -53,10 +57,6 @@ pub struct BotConfig {
     pub jobs_refresh: Duration,
     /// Run every aggregation job once, then return (no maintenance, no schedule).
     pub once: bool,
-    /// Extra attempts of a failed values POST within one run (after the client's own).
-    pub post_attempts: u32,
-    /// First delay between those attempts (doubles).
-    pub post_backoff: Duration,
     /// How often to suggest new exporters.
     pub suggest_every: Duration,
     /// How often to apply retention.
@@ -68,8 +68,6 @@ impl Default for BotConfig {
         BotConfig {
             jobs_refresh: Duration::from_secs(60),
             once: false,
-            post_attempts: 3,
-            post_backoff: Duration::from_secs(1),
             suggest_every: Duration::from_secs(120),
             retention_every: Duration::from_secs(3600),
         }
@@ -113,7 +111,7 @@ pub enum JobOutcome {
 }
 
 /// Aggregates the next window of one job, with the late flows it missed, and returns it with
-/// what [`Store::read_job_window`] read (the mark to record once it is sent), without sending.
+/// what [`netflow_store::jobs::read_window`] read (the mark to record once it is sent), without sending.
 pub fn aggregate_window(
     store: &mut dyn Store,
     job: &str,
@@ -121,9 +119,22 @@ pub fn aggregate_window(
     exporters: &[IpAddr],
 ) -> Result<Option<(Window, JobWindow)>, StoreError> {
     let period = i64::try_from(interval.secs()).unwrap_or(60) * 1_000_000;
+    // ClickHouse sums in the server; the other backends stream the flows to us
+    if let Some((read, sums)) =
+        netflow_store::jobs::read_window_sums(store, job, exporters, period, aggregate::TOP_N)?
+    {
+        return Ok(Some((Window::from_sums(&sums), read)));
+    }
     let mut read = None;
     let w = aggregate_flows(|f| {
-        read = store.read_job_window(job, exporters, period, Fields::Aggregation, f)?;
+        read = netflow_store::jobs::read_window(
+            store,
+            job,
+            exporters,
+            period,
+            Fields::Aggregation,
+            f,
+        )?;
         Ok::<_, StoreError>(read.map_or(0, |r| r.flows + r.late_flows))
     })?;
     Ok(read.map(|r| (w, r)))
@@ -239,6 +250,8 @@ pub struct Bot {
     suggested: HashSet<(AccountId, IpAddr)>,
     forbidden: HashSet<AccountId>,
     unsent: HashMap<String, Unsent>,
+    /// For the "outcome unknown" warning.
+    unknown_limit: stats::RateLimit,
 }
 
 impl Bot {
@@ -259,6 +272,7 @@ impl Bot {
             suggested: HashSet::new(),
             forbidden: HashSet::new(),
             unsent: HashMap::new(),
+            unknown_limit: stats::RateLimit::new(Duration::from_secs(60)),
         }
     }
 
@@ -332,15 +346,28 @@ impl Bot {
         };
         let mut values = 0;
         while let Some(request) = unsent.requests.front() {
-            match self.post_with_retries(&id, account.account.id, request) {
-                Ok(n) => {
-                    values += n;
+            // The client alone decides what is retried (it knows whether a request may have
+            // reached the backend); the bot only keeps for its next run what certainly did not
+            // land, and never sends again what may have.
+            match self.client.post_values(account.account.id, request) {
+                Ok(r) => {
+                    stats::add(&self.counters.values_sent, r.values as u64);
+                    values += r.values;
+                    unsent.requests.pop_front();
+                }
+                Err(e) if e.may_have_landed() => {
+                    stats::add(&self.counters.posts_outcome_unknown, 1);
+                    stats::add(&self.counters.values_outcome_unknown, request.len() as u64);
+                    if let Some(suppressed) = self.unknown_limit.allow() {
+                        warn!(job = %id, values = request.len(), error = %e, suppressed, "values POST outcome unknown (the backend may have stored them): not sent again, so no value is counted twice");
+                    }
                     unsent.requests.pop_front();
                 }
                 Err(e) => {
+                    stats::add(&self.counters.post_errors, 1);
                     // The accepted requests are stored: keep only the rest for the next run.
                     self.unsent.insert(id, unsent);
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -362,36 +389,6 @@ impl Bot {
             late_flows: unsent.late_flows,
             values,
         })
-    }
-
-    /// One values request, retried with backoff while the failure is transient. Returns the
-    /// values accepted.
-    fn post_with_retries(
-        &mut self,
-        job: &str,
-        account: AccountId,
-        request: &ValueBatch,
-    ) -> Result<usize, Error> {
-        let mut delay = self.cfg.post_backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.client.post_values(account, request) {
-                Ok(r) => {
-                    stats::add(&self.counters.values_sent, r.values as u64);
-                    return Ok(r.values);
-                }
-                Err(e) if e.is_transient() && attempt < self.cfg.post_attempts => {
-                    warn!(job, attempt, error = %e, "values POST failed; retrying");
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                Err(e) => {
-                    stats::add(&self.counters.post_errors, 1);
-                    return Err(e.into());
-                }
-            }
-        }
     }
 
     /// Runs every job of every account once (the `--once` mode and tests).

@@ -299,7 +299,11 @@ pub fn now_micros() -> i64 {
 /// Opens the configured store; the error names the setting to fix.
 pub fn open_store(args: &StoreArgs) -> Result<Box<dyn netflow_store::Store>, Error> {
     let cfg = args.store_config()?;
-    let pg = matches!(cfg.backend, netflow_store::Backend::Postgres(_));
+    let setting = match cfg.backend {
+        netflow_store::Backend::Postgres(_) => "DB_HOST",
+        netflow_store::Backend::Sqlite(_) => "DB_FILE",
+        _ => "CLICKHOUSE_URL",
+    };
     if let netflow_store::Backend::Sqlite(path) = &cfg.backend
         && !path.is_file()
     {
@@ -312,7 +316,6 @@ pub fn open_store(args: &StoreArgs) -> Result<Box<dyn netflow_store::Store>, Err
         ));
     }
     netflow_store::open(&cfg).map_err(|e| {
-        let setting = if pg { "DB_HOST" } else { "DB_FILE" };
         Error::Setting(setting, format!("cannot open {}: {e}", args.describe()))
     })
 }

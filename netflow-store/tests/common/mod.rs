@@ -212,29 +212,49 @@ pub fn assert_upgraded_job_gets_late_flows(
     from: u32,
 ) {
     let late = flow(job_end - 1, "192.0.2.1");
-    assert_eq!(
-        s.write_flows_report(&[late]).unwrap().late,
-        1,
-        "from {from}"
-    );
+    assert_eq!(s.write_flows(&[late]).unwrap().late, 1, "from {from}");
     let mut got = Vec::new();
-    let w = s
-        .read_job_window(
-            "1min",
-            &[ip("192.0.2.1")],
-            60_000_000,
-            netflow_store::Fields::All,
-            &mut |f| {
-                got.push(*f);
-                std::ops::ControlFlow::Continue(())
-            },
-        )
-        .unwrap()
-        .unwrap();
+    let w = netflow_store::jobs::read_window(
+        s,
+        "1min",
+        &[ip("192.0.2.1")],
+        60_000_000,
+        netflow_store::Fields::All,
+        &mut |f| {
+            got.push(*f);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(
         (w.after, w.upto, w.late_flows),
         (job_end, max_ts, 1),
         "from {from}"
     );
     assert!(got.contains(&late), "from {from}");
+}
+
+/// A ClickHouse database of its own on the shared test server (netflow-store's test-support
+/// starts it if it is down), dropped when this is dropped.
+pub struct ClickHouseDb {
+    pub config: StoreConfig,
+    pub db: netflow_store::test_support::clickhouse::TestDatabase,
+}
+
+impl ClickHouseDb {
+    pub fn new() -> ClickHouseDb {
+        let server = netflow_store::test_support::clickhouse::ClickHouseServer::shared();
+        ClickHouseDb::on(&server)
+    }
+
+    pub fn on(server: &netflow_store::test_support::clickhouse::ClickHouseServer) -> ClickHouseDb {
+        let db = netflow_store::test_support::clickhouse::TestDatabase::new(server, "conf");
+        let c = netflow_store::ClickHouseConfig::new(&server.url(), &db.name, None, None)
+            .expect("ClickHouse test config");
+        ClickHouseDb {
+            config: StoreConfig::new(Backend::ClickHouse(c)),
+            db,
+        }
+    }
 }

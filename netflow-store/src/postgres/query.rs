@@ -44,7 +44,7 @@ impl Dialect for Pg {
 
     fn window(&mut self, from_micros: i64, to_micros: i64) -> (String, String) {
         let t = |us: i64| {
-            crate::postgres::micros_to_time(us.clamp(MIN_TS_MICROS, MAX_TS_MICROS))
+            super::sql::micros_to_time(us.clamp(MIN_TS_MICROS, MAX_TS_MICROS))
                 .unwrap_or(std::time::UNIX_EPOCH)
         };
         (
@@ -120,7 +120,7 @@ fn flow_from_row(row: &Row) -> Result<Flow, StoreError> {
         crate::from_db("port", row.try_get::<_, i32>(i)?.into())
     };
     Ok(Flow {
-        ts_micros: crate::postgres::time_to_micros(row.try_get(0)?)?,
+        ts_micros: super::sql::time_to_micros(row.try_get(0)?)?,
         exporter: row.try_get(1)?,
         input_if: crate::from_db("input_if", row.try_get(2)?)?,
         output_if: crate::from_db("output_if", row.try_get(3)?)?,

@@ -1,0 +1,355 @@
+//! What one call of [`Decoder::decode`] yields: header facts, data sets, flows, and what went
+//! wrong.
+
+use std::collections::BTreeMap;
+
+use crate::cache::{ExporterKey, TemplateKey};
+use crate::decoder::Decoder;
+use crate::error::DecodeError;
+use crate::flow::Flow;
+use crate::header::{FlowContext, Header};
+use crate::options::DomainKey;
+use crate::pending::{ExpiredSet, WaitingSet};
+use crate::record::{Record, Records};
+use crate::template::{self, Template};
+use crate::v5;
+use crate::v9::Sets;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Body<'a> {
+    V5(&'a [u8]),
+    Sets(Sets<'a>),
+}
+
+/// The outcome of [`Decoder::decode`]: header facts, data sets, and what went wrong.
+///
+/// Borrows the datagram and the decoder; iterating allocates nothing.
+#[derive(Debug, Clone)]
+pub struct Decoded<'a> {
+    pub(crate) decoder: &'a Decoder,
+    pub(crate) exporter: ExporterKey,
+    pub(crate) ctx: FlowContext,
+    pub(crate) body: Body<'a>,
+}
+
+impl<'a> Decoded<'a> {
+    /// The packet header.
+    pub fn header(&self) -> Header {
+        self.ctx.header
+    }
+
+    /// The exporter key the datagram was decoded under.
+    pub fn exporter(&self) -> ExporterKey {
+        self.exporter
+    }
+
+    /// Every data set that could be decoded: those of this datagram whose template is known
+    /// (for v5, one set with all records), then pending sets of earlier datagrams that this
+    /// one's templates released (with their own header and receive time).
+    pub fn data_sets(&self) -> DataSets<'a> {
+        DataSets {
+            decoded: self.clone(),
+            v5_done: false,
+            ready: 0,
+        }
+    }
+
+    /// The normalized flows of every data set, options records and records without addresses
+    /// skipped. Counters are as exported (see [`Flow::renormalized`]).
+    ///
+    /// Internal iteration (`for_each`, `fold`, and the adapters built on them) is the fastest
+    /// way to read them: it picks the record reader once per set and hands each flow straight
+    /// to the closure, about twice as fast as a `for` loop for v5.
+    ///
+    /// ```
+    /// # use netflow_wire::Decoder;
+    /// # let mut decoder = Decoder::default();
+    /// # let datagram = [0u8, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    /// let exporter: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    /// let decoded = decoder.decode(exporter, 0, &datagram)?;
+    /// let mut bytes = 0u64;
+    /// decoded.flows().for_each(|f| bytes += f.renormalized().bytes);
+    /// assert_eq!(bytes, 0); // a v5 header with no records
+    /// # Ok::<(), netflow_wire::DecodeError>(())
+    /// ```
+    pub fn flows(&self) -> Flows<'a> {
+        let mut sets = self.data_sets();
+        let current = sets.next().map(|s| (s, s.flow_records()));
+        Flows { sets, current }
+    }
+
+    /// Per-set problems, each a loss or a framing error: bad templates, limits hit, reserved
+    /// set ids, sets dropped because the pending buffer could not keep them, trailing bytes, a
+    /// set length that ended framing early. Sets merely waiting for their template are not
+    /// here but in [`Decoded::waiting`].
+    pub fn issues(&self) -> &'a [DecodeError] {
+        &self.decoder.issues
+    }
+
+    /// Data sets of this datagram kept pending because their template is not known yet (after
+    /// a restart, data usually comes before the next template refresh). Not lost: they are
+    /// decoded when the template arrives, or reported by [`Decoded::expired`] of a later call.
+    pub fn waiting(&self) -> &'a [WaitingSet] {
+        &self.decoder.waiting
+    }
+
+    /// Data records of data templates (flows) carried by this datagram itself, not counting
+    /// pending sets released by it, nor options records.
+    pub fn data_records(&self) -> u32 {
+        self.decoder.data_records
+    }
+
+    /// Options data records carried by this datagram. An IPFIX sequence number counts
+    /// `data_records() + options_records()` (RFC 7011 §3.1); some exporters count flows only.
+    pub fn options_records(&self) -> u32 {
+        self.decoder.options_records
+    }
+
+    /// Pending sets given up during this call (their template never came): lost records.
+    pub fn expired(&self) -> &'a [ExpiredSet] {
+        &self.decoder.pending.expired
+    }
+}
+
+/// Iterator over the data sets of a [`Decoded`].
+#[derive(Debug, Clone)]
+pub struct DataSets<'a> {
+    decoded: Decoded<'a>,
+    v5_done: bool,
+    ready: usize,
+}
+
+impl<'a> Iterator for DataSets<'a> {
+    type Item = DataSet<'a>;
+
+    fn next(&mut self) -> Option<DataSet<'a>> {
+        let d = &mut self.decoded;
+        let key = |template_id| TemplateKey {
+            exporter: d.exporter,
+            version: d.ctx.header.version,
+            domain: d.ctx.header.source_id,
+            template_id,
+        };
+        match &mut d.body {
+            Body::V5(records) if !self.v5_done => {
+                self.v5_done = true;
+                let body: &'a [u8] = records;
+                let t = v5::template();
+                return Some(DataSet::new(
+                    d.decoder,
+                    key(0),
+                    v5::field::HEADER_LEN,
+                    t,
+                    body,
+                    d.ctx,
+                ));
+            }
+            Body::V5(_) => {}
+            Body::Sets(sets) => {
+                for set in sets.by_ref().flatten() {
+                    if set.id < 256 {
+                        continue;
+                    }
+                    let k = key(set.id);
+                    if let Some(t) = d.decoder.cache.get(&k) {
+                        return Some(DataSet::new(d.decoder, k, set.offset, t, set.body, d.ctx));
+                    }
+                }
+            }
+        }
+        let decoder: &'a Decoder = d.decoder;
+        while let Some(p) = decoder.pending.ready.get(self.ready) {
+            self.ready += 1;
+            if let Some(t) = decoder.cache.get(&p.key) {
+                return Some(DataSet::new(decoder, p.key, p.offset, t, &p.body, p.ctx));
+            }
+        }
+        None
+    }
+}
+
+/// One data set with its template: records, flows, and the facts of the packet that carried it.
+#[derive(Debug, Clone, Copy)]
+pub struct DataSet<'a> {
+    key: TemplateKey,
+    offset: usize,
+    template: &'a Template,
+    body: &'a [u8],
+    ctx: FlowContext,
+    /// Per-sampler rates, when records name their sampler (FLOW_SAMPLER_ID 48, selectorId 302).
+    samplers: Option<&'a BTreeMap<u64, u32>>,
+}
+
+impl<'a> DataSet<'a> {
+    fn new(
+        decoder: &'a Decoder,
+        key: TemplateKey,
+        offset: usize,
+        template: &'a Template,
+        body: &'a [u8],
+        ctx: FlowContext,
+    ) -> DataSet<'a> {
+        let samplers = if template.names_sampler()
+            && decoder.options.override_for(key.exporter.addr).is_none()
+        {
+            let dk = DomainKey {
+                exporter: key.exporter,
+                version: key.version,
+                domain: key.domain,
+            };
+            decoder
+                .options
+                .domain(&dk)
+                .map(|i| &i.samplers)
+                .filter(|m| !m.is_empty())
+        } else {
+            None
+        };
+        DataSet {
+            key,
+            offset,
+            template,
+            body,
+            ctx,
+            samplers,
+        }
+    }
+
+    /// The normalized flow of one of this set's records, with the sampling rate of the sampler
+    /// it names, if any.
+    #[inline(always)]
+    pub fn flow(&self, r: &Record<'a>) -> Option<Flow> {
+        let mut f = r.flow(&self.ctx)?;
+        if let Some(m) = self.samplers
+            && let Some(id) = r.sampler_id()
+            && let Some(&rate) = m.get(&id)
+        {
+            f.sampling_interval = rate;
+        }
+        Some(f)
+    }
+
+    /// The template key (for v5: version 5, template id 0).
+    pub fn key(&self) -> TemplateKey {
+        self.key
+    }
+
+    /// Offset of the set header in its datagram.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The template.
+    pub fn template(&self) -> &'a Template {
+        self.template
+    }
+
+    /// Header, exporter and receive time of the datagram that carried the set.
+    pub fn context(&self) -> &FlowContext {
+        &self.ctx
+    }
+
+    /// Whether the records are options records.
+    pub fn is_options(&self) -> bool {
+        matches!(self.template.kind(), template::TemplateKind::Options { .. })
+    }
+
+    /// The records, as zero-copy views.
+    pub fn records(&self) -> Records<'a> {
+        Records::new(self.body, self.template)
+    }
+
+    /// The normalized flows of the records (none for an options set).
+    pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
+        let set = *self;
+        self.flow_records()
+            .filter_map(move |r: Record<'a>| set.flow(&r))
+    }
+
+    /// Folds the flows of `records` (this set's records not yet iterated) into `acc`: the
+    /// loop behind [`Flows::fold`] and so `for_each`. Per set, not per record, it picks the
+    /// reader: v5's constant offsets, fixed-length records without per-sampler rates, or
+    /// the general path.
+    #[inline(always)]
+    fn fold_flows<B, F: FnMut(B, Flow) -> B>(
+        &self,
+        records: Records<'a>,
+        mut acc: B,
+        f: &mut F,
+    ) -> B {
+        let body = records.remaining();
+        if self.template.is_v5() {
+            for r in body.as_chunks::<{ v5::field::RECORD_LEN }>().0 {
+                acc = f(acc, v5::V5Record(r).flow(&self.ctx));
+            }
+            return acc;
+        }
+        if self.samplers.is_none()
+            && !self.template.has_duration()
+            && let Some(len) = self.template.record_len()
+            && len > 0
+        {
+            for rec in body.chunks_exact(len) {
+                if let Some(flow) = Record::new(rec, self.template).flow_raw(&self.ctx) {
+                    acc = f(acc, flow);
+                }
+            }
+            return acc;
+        }
+        for r in records {
+            if let Some(flow) = self.flow(&r) {
+                acc = f(acc, flow);
+            }
+        }
+        acc
+    }
+
+    /// The records, or none for an options set.
+    fn flow_records(&self) -> Records<'a> {
+        if self.is_options() {
+            Records::new(&[], self.template)
+        } else {
+            self.records()
+        }
+    }
+}
+
+/// Iterator over the normalized flows of every data set of a [`Decoded`]; see
+/// [`Decoded::flows`]. A plain loop over sets and records, without closures in between.
+#[derive(Debug, Clone)]
+pub struct Flows<'a> {
+    sets: DataSets<'a>,
+    current: Option<(DataSet<'a>, Records<'a>)>,
+}
+
+impl Iterator for Flows<'_> {
+    type Item = Flow;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Flow> {
+        loop {
+            let (set, records) = self.current.as_mut()?;
+            for r in records.by_ref() {
+                if let Some(f) = set.flow(&r) {
+                    return Some(f);
+                }
+            }
+            self.current = self.sets.next().map(|s| (s, s.flow_records()));
+        }
+    }
+
+    /// Internal iteration (`for_each`, `fold`, `sum`, ...): picks the reader once per set
+    /// instead of once per record, and hands each flow straight to `f`. The fastest way to
+    /// read a datagram's flows.
+    #[inline]
+    fn fold<B, F: FnMut(B, Flow) -> B>(self, init: B, mut f: F) -> B {
+        let mut acc = init;
+        if let Some((set, records)) = self.current {
+            acc = set.fold_flows(records, acc, &mut f);
+        }
+        for set in self.sets {
+            acc = set.fold_flows(set.flow_records(), acc, &mut f);
+        }
+        acc
+    }
+}

@@ -12,6 +12,7 @@ pub mod capture;
 pub mod collector;
 pub mod config;
 pub mod decode;
+pub mod delivery;
 pub mod flowjson;
 pub mod frame;
 pub mod generator;

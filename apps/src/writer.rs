@@ -2,12 +2,12 @@
 //!
 //! One [`Decoder`] (one template cache for every exporter), a [`SequenceTracker`] per exporter
 //! and source id, batches flushed by size or after at most [`WriterConfig::flush_interval`],
-//! exporters recorded in the store. While the store is unreachable, batches wait in memory up
-//! to [`WriterConfig::max_buffered_flows`], then in the on-disk [`Spool`]; they are written, oldest
-//! first, when it is back. Templates are saved to [`WriterConfig::templates_file`] and loaded at
+//! exporters recorded in the store. Where batches go is [`Delivery`]'s: while the store is
+//! unreachable they wait in memory up to [`WriterConfig::max_buffered_flows`], then in the
+//! on-disk spool; they are written, oldest first, when it is back. Templates are saved to [`WriterConfig::templates_file`] and loaded at
 //! start, so that data arriving before the exporters' next template refresh is still decoded.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,16 +16,14 @@ use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
 
-/// How often an idle writer writes an empty batch (a heartbeat on ClickHouse).
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(20);
 use netflow_wire::{
     DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
 };
 use tracing::{debug, info, warn};
 
 use crate::collector::QueueRx;
+use crate::delivery::Delivery;
 use crate::frame::Datagram;
-use crate::spool::Spool;
 use crate::stats::{self, Counters, RateLimit};
 
 /// Writer settings.
@@ -62,6 +60,7 @@ impl WriterConfig {
     }
 }
 
+/// What the store's exporters table has not been told yet about one exporter.
 #[derive(Debug, Default, Clone, Copy)]
 struct ExporterDelta {
     first: i64,
@@ -72,30 +71,58 @@ struct ExporterDelta {
     lost_flows: u64,
 }
 
+impl ExporterDelta {
+    /// One datagram received at `ts` with `flows` of its own and `lost` sequence units
+    /// missing before it (flows for v5, packets otherwise).
+    fn datagram(&mut self, ts: i64, flows: u64, lost: u64, v5: bool) {
+        if self.first == 0 || ts < self.first {
+            self.first = ts;
+        }
+        self.last = self.last.max(ts);
+        self.packets += 1;
+        self.flows += flows;
+        if v5 {
+            self.lost_flows += lost;
+        } else {
+            self.lost_packets += lost;
+        }
+    }
+
+    fn exporter(&self, addr: IpAddr) -> Exporter {
+        Exporter {
+            addr,
+            first_seen_micros: if self.first == 0 {
+                self.last
+            } else {
+                self.first
+            },
+            last_seen_micros: self.last.max(self.first),
+            packets: self.packets,
+            flows: self.flows,
+            lost_packets: self.lost_packets,
+            lost_flows: self.lost_flows,
+        }
+    }
+}
+
 /// The writer's state. Feed it with [`Writer::handle`], call [`Writer::tick`] often (it
 /// flushes when due) and [`Writer::shutdown`] at the end.
+///
+/// It decodes and batches; where the batches go, and what happens while the store is down,
+/// is [`Delivery`]'s.
 #[derive(Debug)]
 pub struct Writer {
     cfg: WriterConfig,
-    store: Box<dyn Store>,
     decoder: Decoder,
     seq: SequenceTracker,
     batch: Vec<Flow>,
     batch_started: Option<Instant>,
-    pending: VecDeque<Vec<Flow>>,
-    pending_flows: usize,
-    spool: Option<Spool>,
+    delivery: Delivery,
     exporters: HashMap<IpAddr, ExporterDelta>,
     counters: Arc<Counters>,
-    retry_at: Option<Instant>,
-    backoff: crate::backoff::Backoff,
     saved_templates: Vec<u8>,
     templates_checked: Instant,
-    /// Last empty batch written while idle.
-    maintained: Instant,
     warn_decode: RateLimit,
-    warn_db: RateLimit,
-    warn_drop: RateLimit,
     warn_seq: RateLimit,
     warn_evict: RateLimit,
     /// The decoder's eviction count already added to the counters.
@@ -119,76 +146,65 @@ fn reason(e: &DecodeError) -> &'static str {
     }
 }
 
+/// A decoder with the configured sampling overrides and the saved templates (returned as the
+/// snapshot they were loaded from).
+fn decoder(cfg: &WriterConfig) -> (Decoder, Vec<u8>) {
+    let mut decoder = Decoder::new(Limits::default());
+    for &(addr, rate) in &cfg.sampling_overrides {
+        decoder.set_sampling_override(addr, Some(rate));
+        info!(exporter = %addr, rate, "sampling rate set by configuration");
+    }
+    let Some(path) = &cfg.templates_file else {
+        return (decoder, Vec::new());
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => match decoder.cache_mut().import(&bytes) {
+            Ok(n) => {
+                info!(templates = n, file = %path.display(), "templates loaded");
+                return (decoder, bytes);
+            }
+            Err(e) => {
+                warn!(error = %e, file = %path.display(), "template snapshot unreadable, ignored")
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(error = %e, file = %path.display(), "cannot read template snapshot"),
+    }
+    (decoder, Vec::new())
+}
+
 impl Writer {
     /// A writer over `store`, loading the saved templates and opening the spool.
     pub fn new(store: Box<dyn Store>, cfg: WriterConfig, counters: Arc<Counters>) -> Writer {
-        let mut decoder = Decoder::new(Limits::default());
-        for &(addr, rate) in &cfg.sampling_overrides {
-            decoder.set_sampling_override(addr, Some(rate));
-            info!(exporter = %addr, rate, "sampling rate set by configuration");
-        }
-        let mut saved = Vec::new();
-        if let Some(path) = &cfg.templates_file {
-            match std::fs::read(path) {
-                Ok(bytes) => match decoder.cache_mut().import(&bytes) {
-                    Ok(n) => {
-                        info!(templates = n, file = %path.display(), "templates loaded");
-                        saved = bytes;
-                    }
-                    Err(e) => {
-                        warn!(error = %e, file = %path.display(), "template snapshot unreadable, ignored")
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    warn!(error = %e, file = %path.display(), "cannot read template snapshot")
-                }
-            }
-        }
-        let spool = match Spool::open(&cfg.spool_dir, cfg.spool_max_bytes) {
-            Ok(s) => {
-                if !s.is_empty() {
-                    info!(
-                        batches = s.len(),
-                        flows = s.flows(),
-                        "spooled flows from an earlier run will be written"
-                    );
-                }
-                Some(s)
-            }
-            Err(e) => {
-                warn!(error = %e, dir = %cfg.spool_dir.display(), "spool unavailable: flows beyond the memory bound will be dropped while the database is down");
-                None
-            }
-        };
+        let (decoder, saved) = decoder(&cfg);
+        let delivery = Delivery::new(
+            store,
+            cfg.max_buffered_flows,
+            &cfg.spool_dir,
+            cfg.spool_max_bytes,
+            Arc::clone(&counters),
+        );
         let period = Duration::from_secs(10);
         Writer {
             batch: Vec::with_capacity(cfg.batch_flows),
             cfg,
-            store,
             decoder,
             seq: SequenceTracker::default(),
             batch_started: None,
-            pending: VecDeque::new(),
-            pending_flows: 0,
-            spool,
+            delivery,
             exporters: HashMap::new(),
             counters,
-            retry_at: None,
-            backoff: crate::backoff::store_backoff(),
             saved_templates: saved,
             templates_checked: Instant::now(),
-            maintained: Instant::now(),
             warn_decode: RateLimit::new(period),
-            warn_db: RateLimit::new(period),
-            warn_drop: RateLimit::new(period),
             warn_seq: RateLimit::new(period),
             warn_evict: RateLimit::new(period),
             evicted_seen: 0,
         }
     }
 
-    /// Decodes one datagram and adds its flows to the batch.
+    /// Decodes one datagram, adds its flows to the batch and accounts for it (decode issues,
+    /// sequence numbers, the exporter's counters).
     pub fn handle(&mut self, d: &Datagram) {
         let exporter = d.exporter.ip();
         let c = Arc::clone(&self.counters);
@@ -208,20 +224,22 @@ impl Writer {
             };
         stats::add(&c.packets_decoded, 1);
         let header = decoded.header();
-        let mut records: u32 = 0;
+        let mut own_flows: u64 = 0;
         let mut n_flows: u64 = 0;
         // `for_each` (internal iteration) picks the record reader once per set.
         decoded.flows().for_each(|f| {
-            records = records.saturating_add(1);
             n_flows += 1;
             let f = f.renormalized();
-            if f.exporter != exporter {
+            if f.exporter == exporter {
+                own_flows += 1;
+            } else {
                 // Released pending set of another exporter.
                 c.exporter(f.exporter, |s| s.flows += 1);
                 self.exporters.entry(f.exporter).or_default().flows += 1;
             }
             self.batch.push(f);
         });
+        stats::add(&c.flows_decoded, n_flows);
         stats::add(&c.template_misses, decoded.waiting().len() as u64);
         for e in decoded.issues() {
             if let DecodeError::PendingDropped { .. } = e {
@@ -239,14 +257,6 @@ impl Writer {
                 );
             }
         }
-        let own_flows = self
-            .batch
-            .iter()
-            .rev()
-            .take(n_flows as usize)
-            .filter(|f| f.exporter == exporter)
-            .count() as u64;
-        stats::add(&c.flows_decoded, n_flows);
         // What the exporter's sequence number counts for this datagram (IPFIX: its own data
         // records, options included; released pending sets belong to earlier datagrams).
         let units =
@@ -254,7 +264,6 @@ impl Writer {
         let event = self
             .seq
             .observe_units(ExporterKey::from(exporter), &header, units);
-        let units = u64::from(units.all);
         let lost = match event {
             SequenceEvent::Gap { missing } => u64::from(missing),
             _ => 0,
@@ -268,34 +277,33 @@ impl Writer {
         c.exporter(exporter, |s| {
             s.packets += 1;
             s.flows += own_flows;
-            s.seq_received += units;
+            s.seq_received += u64::from(units.all);
             s.seq_lost += lost;
         });
-        let x = self.exporters.entry(exporter).or_default();
-        if x.first == 0 || d.ts_micros < x.first {
-            x.first = d.ts_micros;
-        }
-        x.last = x.last.max(d.ts_micros);
-        x.packets += 1;
-        x.flows += own_flows;
-        if header.version == 5 {
-            x.lost_flows += lost;
-        } else {
-            x.lost_packets += lost;
-        }
-        let evicted = self.decoder.exporters_evicted() - self.evicted_seen;
-        if evicted > 0 {
-            self.evicted_seen += evicted;
-            stats::add(&c.exporters_evicted, evicted);
-            if let Some(suppressed) = self.warn_evict.allow() {
-                warn!(%exporter, evicted, suppressed, "template cache full: the exporter seen least recently was evicted (its data waits for its next template refresh)");
-            }
-        }
+        self.exporters.entry(exporter).or_default().datagram(
+            d.ts_micros,
+            own_flows,
+            lost,
+            header.version == 5,
+        );
+        self.count_evictions(exporter);
         if self.batch_started.is_none() && !self.batch.is_empty() {
             self.batch_started = Some(Instant::now());
         }
         if self.batch.len() >= self.cfg.batch_flows {
             self.flush();
+        }
+    }
+
+    /// Counts and logs (rate-limited) exporters the decoder evicted from its full cache.
+    fn count_evictions(&mut self, exporter: IpAddr) {
+        let evicted = self.decoder.exporters_evicted() - self.evicted_seen;
+        if evicted > 0 {
+            self.evicted_seen += evicted;
+            stats::add(&self.counters.exporters_evicted, evicted);
+            if let Some(suppressed) = self.warn_evict.allow() {
+                warn!(%exporter, evicted, suppressed, "template cache full: the exporter seen least recently was evicted (its data waits for its next template refresh)");
+            }
         }
     }
 
@@ -305,7 +313,7 @@ impl Writer {
         if self
             .batch_started
             .is_some_and(|t| now.duration_since(t) >= self.cfg.flush_interval)
-            || (self.retry_at.is_some_and(|t| now >= t))
+            || self.delivery.retry_due(now)
         {
             self.flush();
         }
@@ -315,147 +323,21 @@ impl Writer {
             let expired = self.decoder.expire(stats::now_micros()).len() as u64;
             stats::add(&self.counters.sets_lost, expired);
         }
-        // idle: an empty batch (a no-op on PostgreSQL and SQLite; on ClickHouse a heartbeat that
-        // keeps an idle writer's shard from holding back the readers of a Distributed table)
-        if now.duration_since(self.maintained) >= MAINTENANCE_INTERVAL
-            && self.retry_at.is_none()
-            && self.pending.is_empty()
-            && self.batch.is_empty()
-        {
-            self.maintained = now;
-            if let Err(e) = self.store.write_flows(&[]) {
-                stats::add(&self.counters.db_errors, 1);
-                debug!(error = %e, "store maintenance failed; next time");
-            }
+        if self.batch.is_empty() {
+            self.delivery.heartbeat(now);
         }
     }
 
-    /// Moves the batch to the pending queue and writes what the store takes.
+    /// Hands the batch to the delivery, which writes what the store takes; records the
+    /// exporters once the store is caught up.
     pub fn flush(&mut self) {
         if !self.batch.is_empty() {
             let b = std::mem::replace(&mut self.batch, Vec::with_capacity(self.cfg.batch_flows));
-            self.pending_flows += b.len();
-            self.pending.push_back(b);
+            self.delivery.push(b);
             self.batch_started = None;
         }
-        if self.retry_at.is_some_and(|t| Instant::now() < t) {
-            self.enforce_memory_bound();
-            return;
-        }
-        if self.drain() {
-            self.retry_at = None;
-            self.backoff.reset();
+        if self.delivery.deliver() {
             self.write_exporters();
-        } else {
-            self.retry_at = Some(Instant::now() + self.backoff.next_delay());
-        }
-        self.enforce_memory_bound();
-        stats::add(&self.counters.flows_buffered, 0);
-        self.counters
-            .flows_buffered
-            .store(self.pending_flows as u64, Ordering::Relaxed);
-    }
-
-    /// Writes spooled batches, then pending ones. `false` when the store failed.
-    fn drain(&mut self) -> bool {
-        if let Some(mut spool) = self.spool.take() {
-            let ok = self.drain_spool(&mut spool);
-            self.spool = Some(spool);
-            if !ok {
-                return false;
-            }
-        }
-        while let Some(b) = self.pending.front() {
-            let b = b.clone();
-            match self.write(&b) {
-                Write::Ok | Write::Refused => {
-                    self.pending_flows -= b.len();
-                    self.pending.pop_front();
-                }
-                Write::Retry => return false,
-            }
-        }
-        true
-    }
-
-    fn drain_spool(&mut self, spool: &mut Spool) -> bool {
-        while let Some(batch) = spool.peek() {
-            match batch {
-                Err(e) => warn!(error = %e, "damaged spool file removed"),
-                Ok(flows) => match self.write(&flows) {
-                    Write::Ok | Write::Refused => {
-                        if let Err(e) = spool.pop() {
-                            warn!(error = %e, "cannot remove a spool file");
-                            return false;
-                        }
-                    }
-                    Write::Retry => return false,
-                },
-            }
-        }
-        true
-    }
-
-    fn write(&mut self, flows: &[Flow]) -> Write {
-        match self.store.write_flows(flows) {
-            Ok(written) => {
-                stats::add(&self.counters.flows_stored, flows.len() as u64);
-                stats::add(&self.counters.flows_late, written.late);
-                for (a, n) in per_exporter(flows) {
-                    self.counters.exporter(a, |s| s.stored += n);
-                }
-                debug!(flows = flows.len(), late = written.late, "batch stored");
-                Write::Ok
-            }
-            Err(e) if e.is_retryable() => {
-                stats::add(&self.counters.db_errors, 1);
-                if let Some(suppressed) = self.warn_db.allow() {
-                    warn!(error = %e, suppressed, buffered = self.pending_flows, "store unreachable; keeping flows and retrying");
-                }
-                Write::Retry
-            }
-            Err(e) => {
-                stats::add(&self.counters.db_errors, 1);
-                self.count_dropped(flows);
-                warn!(error = %e, flows = flows.len(), "store refused a batch; dropped");
-                Write::Refused
-            }
-        }
-    }
-
-    /// Counts `flows` as dropped, in total and per exporter.
-    fn count_dropped(&self, flows: &[Flow]) {
-        stats::add(&self.counters.flows_dropped, flows.len() as u64);
-        for (a, n) in per_exporter(flows) {
-            self.counters.exporter(a, |s| s.dropped += n);
-        }
-    }
-
-    fn enforce_memory_bound(&mut self) {
-        while self.pending_flows > self.cfg.max_buffered_flows {
-            let Some(b) = self.pending.pop_front() else {
-                break;
-            };
-            self.pending_flows -= b.len();
-            let spooled = match self.spool.as_mut().map(|s| s.push(&b)) {
-                Some(Ok(true)) => true,
-                Some(Err(e)) => {
-                    warn!(error = %e, "cannot write to the spool");
-                    false
-                }
-                _ => false,
-            };
-            if spooled {
-                stats::add(&self.counters.flows_spooled, b.len() as u64);
-            } else {
-                self.count_dropped(&b);
-                if let Some(suppressed) = self.warn_drop.allow() {
-                    warn!(
-                        flows = b.len(),
-                        suppressed, "memory bound reached and spool full: flows dropped"
-                    );
-                }
-            }
         }
     }
 
@@ -463,25 +345,9 @@ impl Writer {
         if self.exporters.is_empty() {
             return;
         }
-        let deltas: Vec<Exporter> = self
-            .exporters
-            .iter()
-            .map(|(a, d)| Exporter {
-                addr: *a,
-                first_seen_micros: if d.first == 0 { d.last } else { d.first },
-                last_seen_micros: d.last.max(d.first),
-                packets: d.packets,
-                flows: d.flows,
-                lost_packets: d.lost_packets,
-                lost_flows: d.lost_flows,
-            })
-            .collect();
-        match self.store.upsert_exporters(&deltas) {
-            Ok(()) => self.exporters.clear(),
-            Err(e) => {
-                stats::add(&self.counters.db_errors, 1);
-                debug!(error = %e, "exporters not recorded yet");
-            }
+        let deltas: Vec<Exporter> = self.exporters.iter().map(|(a, d)| d.exporter(*a)).collect();
+        if self.delivery.upsert_exporters(&deltas) {
+            self.exporters.clear();
         }
     }
 
@@ -507,34 +373,18 @@ impl Writer {
     /// Final flush: writes what the store takes, spools the rest, saves templates. Returns
     /// the flows that could not be written nor spooled (counted as dropped).
     pub fn shutdown(&mut self) -> usize {
-        self.retry_at = None;
-        self.flush();
-        // Whatever remains in memory goes to the spool for the next run.
-        let mut lost = 0;
-        while let Some(b) = self.pending.pop_front() {
-            self.pending_flows -= b.len();
-            match self.spool.as_mut().map(|s| s.push(&b)) {
-                Some(Ok(true)) => stats::add(&self.counters.flows_spooled, b.len() as u64),
-                _ => {
-                    lost += b.len();
-                    stats::add(&self.counters.flows_dropped, b.len() as u64);
-                }
-            }
+        if !self.batch.is_empty() {
+            self.delivery.push(std::mem::take(&mut self.batch));
         }
+        let lost = self.delivery.shutdown();
         self.save_templates();
         lost
     }
 
     /// Flows in the batch and waiting for the store.
     pub fn buffered(&self) -> usize {
-        self.batch.len() + self.pending_flows
+        self.batch.len() + self.delivery.buffered()
     }
-}
-
-enum Write {
-    Ok,
-    Retry,
-    Refused,
 }
 
 /// Runs the writer on datagrams from `rx` until `stop` (or every sender is gone), then
@@ -735,13 +585,4 @@ mod tests {
         drop(w);
         let _ = std::fs::remove_dir_all(&dir);
     }
-}
-
-/// How many of `flows` each exporter sent.
-fn per_exporter(flows: &[Flow]) -> HashMap<IpAddr, u64> {
-    let mut per: HashMap<IpAddr, u64> = HashMap::new();
-    for f in flows {
-        *per.entry(f.exporter).or_default() += 1;
-    }
-    per
 }

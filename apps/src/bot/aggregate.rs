@@ -22,11 +22,12 @@
 //! are broken the same way every time and the N-th place is deterministic.
 
 use std::collections::BTreeSet;
-use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 
 use grafolean_client::{PathError, Segment, ValueBatch, ValuePath, protocol_segment};
 use netflow_wire::Flow;
+
+pub use super::sums::{SumKey, Sums};
 
 /// The maps of a window: a window touches them once per flow for every dimension (6 million
 /// flows a minute at 100k flows/s), and std's SipHash took a fifth of the bot's time; the
@@ -88,159 +89,15 @@ impl Interval {
 /// Direction index: 0 ingress, 1 egress.
 pub const DIRECTIONS: [&str; 2] = ["ingress", "egress"];
 
-/// Sums that can list their top entries.
-pub trait Top<K> {
-    /// The `n` largest entries by value, ties by key ascending.
-    fn top(&self, n: usize) -> Vec<(K, u64)>;
-}
-
-impl<K: Ord + Copy + Hash, S: BuildHasher> Top<K> for std::collections::HashMap<K, u64, S> {
-    fn top(&self, n: usize) -> Vec<(K, u64)> {
-        top_n(self, n)
-    }
-}
-
-/// The top `n` of two disjoint parts, each already its own top `n` in the same order.
-fn merge_top<K: Ord + Copy>(mut a: Vec<(K, u64)>, b: Vec<(K, u64)>, n: usize) -> Vec<(K, u64)> {
-    a.extend(b);
-    a.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-    a.truncate(n);
-    a
-}
-
-/// Bytes per address. IPv4 addresses (nearly all of them) are keyed by their `u32`: a 16-byte
-/// map entry and a one-word hash, where an `IpAddr` key takes 17 bytes and an enum hash. The
-/// window's maps are far larger than the caches, so entry size is what a flow costs.
-#[derive(Debug, Default, Clone)]
-pub struct AddrSums {
-    v4: HashMap<u32, u64>,
-    other: HashMap<IpAddr, u64>,
-}
-
-impl AddrSums {
-    fn add(&mut self, a: IpAddr, b: u64) {
-        match a {
-            IpAddr::V4(v4) => bump(&mut self.v4, u32::from(v4), b),
-            a => bump(&mut self.other, a, b),
-        }
-    }
-
-    /// Distinct addresses.
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.other.len()
-    }
-
-    /// Whether no address was added.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Top<IpAddr> for AddrSums {
-    fn top(&self, n: usize) -> Vec<(IpAddr, u64)> {
-        // u32 order is Ipv4Addr order, and IpAddr puts every IPv4 address first
-        let v4 = top_n(&self.v4, n)
-            .into_iter()
-            .map(|(k, v)| (IpAddr::from(k.to_be_bytes()), v))
-            .collect();
-        merge_top(v4, top_n(&self.other, n), n)
-    }
-}
-
-/// Bytes per source/destination pair; IPv4 pairs keyed by one `u64` (see [`AddrSums`]).
-#[derive(Debug, Default, Clone)]
-pub struct PairSums {
-    v4: HashMap<u64, u64>,
-    other: HashMap<(IpAddr, IpAddr), u64>,
-}
-
-impl PairSums {
-    fn add(&mut self, src: IpAddr, dst: IpAddr, b: u64) {
-        match (src, dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                bump(
-                    &mut self.v4,
-                    u64::from(u32::from(s)) << 32 | u64::from(u32::from(d)),
-                    b,
-                );
-            }
-            (s, d) => bump(&mut self.other, (s, d), b),
-        }
-    }
-
-    /// Distinct pairs.
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.other.len()
-    }
-
-    /// Whether no pair was added.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Top<(IpAddr, IpAddr)> for PairSums {
-    fn top(&self, n: usize) -> Vec<((IpAddr, IpAddr), u64)> {
-        // (src << 32 | dst) order is (src, dst) order among IPv4 pairs
-        let ip = |x: u64| IpAddr::from(u32::try_from(x & 0xffff_ffff).unwrap_or(0).to_be_bytes());
-        let v4 = top_n(&self.v4, n)
-            .into_iter()
-            .map(|(k, v)| ((ip(k >> 32), ip(k)), v))
-            .collect();
-        merge_top(v4, top_n(&self.other, n), n)
-    }
-}
-
-/// Bytes per IP protocol: an array, no hashing. `seen` marks protocols added (a 0-byte flow
-/// still lists its protocol, as a map entry would).
-#[derive(Debug, Clone)]
-pub struct ProtoSums {
-    bytes: [u64; 256],
-    seen: [u64; 4],
-}
-
-impl Default for ProtoSums {
-    fn default() -> ProtoSums {
-        ProtoSums {
-            bytes: [0; 256],
-            seen: [0; 4],
-        }
-    }
-}
-
-impl ProtoSums {
-    fn add(&mut self, p: u8, b: u64) {
-        let e = &mut self.bytes[usize::from(p)];
-        *e = e.saturating_add(b);
-        self.seen[usize::from(p >> 6)] |= 1 << (p & 63);
-    }
-
-    /// Protocols added, with their bytes, in protocol order.
-    pub fn iter(&self) -> impl Iterator<Item = (u8, u64)> + '_ {
-        (0..=255u8)
-            .filter(|p| self.seen[usize::from(p >> 6)] & (1 << (p & 63)) != 0)
-            .map(|p| (p, self.bytes[usize::from(p)]))
-    }
-}
-
-impl Top<u8> for ProtoSums {
-    fn top(&self, n: usize) -> Vec<(u8, u64)> {
-        let mut v: Vec<(u8, u64)> = self.iter().collect();
-        v.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-        v.truncate(n);
-        v
-    }
-}
-
 /// Per-interface sums of one exporter and direction.
 #[derive(Debug, Default, Clone)]
 pub struct IfAgg {
     /// Bytes.
     pub bytes: u64,
     /// Bytes per ranked address.
-    pub ips: AddrSums,
+    pub ips: Sums<IpAddr>,
     /// Bytes per protocol.
-    pub protocols: ProtoSums,
+    pub protocols: Sums<u8>,
 }
 
 /// Sums of one exporter and direction.
@@ -253,13 +110,13 @@ pub struct DirAgg {
     /// Per interface.
     pub ifaces: HashMap<u32, IfAgg>,
     /// Bytes per ranked address (source for ingress, destination for egress).
-    pub ips: AddrSums,
+    pub ips: Sums<IpAddr>,
     /// Bytes per protocol.
-    pub protocols: ProtoSums,
+    pub protocols: Sums<u8>,
     /// Bytes per source/destination pair.
-    pub conns: PairSums,
+    pub conns: Sums<(IpAddr, IpAddr)>,
     /// Bytes per destination port.
-    pub dst_ports: HashMap<u16, u64>,
+    pub dst_ports: Sums<u16>,
 }
 
 /// The sums of one window.
@@ -267,27 +124,6 @@ pub struct DirAgg {
 pub struct Window {
     exporters: HashMap<IpAddr, Box<[DirAgg; 2]>>,
     flows: u64,
-}
-
-fn bump<K: Eq + Hash>(m: &mut HashMap<K, u64>, k: K, v: u64) {
-    let e = m.entry(k).or_insert(0);
-    *e = e.saturating_add(v);
-}
-
-/// The `n` largest entries by value, ties by key ascending.
-pub fn top_n<K: Ord + Copy, S: BuildHasher>(
-    m: &std::collections::HashMap<K, u64, S>,
-    n: usize,
-) -> Vec<(K, u64)> {
-    let mut v: Vec<(K, u64)> = m.iter().map(|(k, v)| (*k, *v)).collect();
-    let order = |a: &(K, u64), b: &(K, u64)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
-    if v.len() > n && n > 0 {
-        v.select_nth_unstable_by(n - 1, order);
-        v.truncate(n);
-    }
-    v.sort_unstable_by(order);
-    v.truncate(n);
-    v
 }
 
 impl Window {
@@ -316,8 +152,8 @@ impl Window {
         i.protocols.add(f.protocol, b);
         d.ips.add(ip, b);
         d.protocols.add(f.protocol, b);
-        d.conns.add(f.src_addr, f.dst_addr, b);
-        bump(&mut d.dst_ports, f.dst_port, b);
+        d.conns.add((f.src_addr, f.dst_addr), b);
+        d.dst_ports.add(f.dst_port, b);
     }
 
     /// The window a store's aggregation pushdown summed ([`Store::window_sums`]): the same
@@ -350,11 +186,11 @@ impl Window {
                 for &(p, v) in &s.top_protocols {
                     d.protocols.add(p, v);
                 }
-                for &((a, b), v) in &s.top_pairs {
-                    d.conns.add(a, b, v);
+                for &(pair, v) in &s.top_pairs {
+                    d.conns.add(pair, v);
                 }
                 for &(p, v) in &s.top_dst_ports {
-                    bump(&mut d.dst_ports, p, v);
+                    d.dst_ports.add(p, v);
                 }
             }
         }
@@ -620,9 +456,12 @@ mod tests {
                 "netflow.1min.ingress.entity.1.topip.10%2e0%2e0%2e{i}"
             )));
         }
-        let m: HashMap<u32, u64> = [(5, 10), (1, 10), (3, 20), (2, 10)].into_iter().collect();
-        assert_eq!(top_n(&m, 3), vec![(3, 20), (1, 10), (2, 10)]);
-        assert_eq!(top_n(&m, 0), vec![]);
+        let mut m: Sums<u16> = Sums::default();
+        for (k, v) in [(5, 10), (1, 10), (3, 20), (2, 10)] {
+            m.add(k, v);
+        }
+        assert_eq!(m.top(3), vec![(3, 20), (1, 10), (2, 10)]);
+        assert_eq!(m.top(0), vec![]);
     }
 
     #[test]
@@ -696,54 +535,5 @@ mod tests {
         w.add(&flow("192.0.2.1", 0, 1, 0, 6, "10.0.0.1", "10.0.0.2", 1, 5));
         let m = as_map(&w.values("1min", &[(1, ip("192.0.2.1"))]).expect("values"));
         assert_eq!(m["netflow.1min.ingress.entity.1"], u64::MAX as f64);
-    }
-
-    #[test]
-    fn test_split_sums_rank_like_one_ipaddr_map() {
-        // IPv4 and IPv6 (v4-mapped and ::a.b.c.d too, which must stay apart from IPv4),
-        // many ties: the split maps must list exactly what one IpAddr-keyed map would.
-        let addrs: Vec<IpAddr> = [
-            "10.0.0.1",
-            "10.0.0.2",
-            "0.0.0.0",
-            "255.255.255.255",
-            "::ffff:10.0.0.1",
-            "::10.0.0.1",
-            "::",
-            "2001:db8::1",
-            "ffff::1",
-            "10.0.0.3",
-            "192.0.2.1",
-            "2001:db8::2",
-        ]
-        .iter()
-        .map(|a| ip(a))
-        .collect();
-        let (mut sums, mut pairs, mut protos) = (
-            AddrSums::default(),
-            PairSums::default(),
-            ProtoSums::default(),
-        );
-        let mut want: HashMap<IpAddr, u64> = HashMap::default();
-        let mut want_pairs: HashMap<(IpAddr, IpAddr), u64> = HashMap::default();
-        let mut want_protos: HashMap<u8, u64> = HashMap::default();
-        for k in 0..500u64 {
-            let a = addrs[(k * 7 % 12) as usize];
-            let b = addrs[(k * 5 % 12) as usize];
-            let bytes = [0, 1, 2, 3][(k % 4) as usize];
-            let p = [0u8, 6, 17, 255][(k * 3 % 4) as usize];
-            sums.add(a, bytes);
-            pairs.add(a, b, bytes);
-            protos.add(p, bytes);
-            bump(&mut want, a, bytes);
-            bump(&mut want_pairs, (a, b), bytes);
-            bump(&mut want_protos, p, bytes);
-        }
-        for n in [0, 1, 3, 10, 50] {
-            assert_eq!(sums.top(n), top_n(&want, n), "top {n}");
-            assert_eq!(pairs.top(n), top_n(&want_pairs, n), "top {n}");
-            assert_eq!(protos.top(n), top_n(&want_protos, n), "top {n}");
-        }
-        assert_eq!((sums.len(), pairs.len()), (want.len(), want_pairs.len()));
     }
 }

@@ -32,6 +32,7 @@
 //!   account has no device entity for are suggested to it (once per account and address).
 
 pub mod aggregate;
+pub mod sums;
 pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};

@@ -10,7 +10,7 @@ use grafolean_client::protocol_keyword;
 use netflow_store::Store;
 use tracing::warn;
 
-use super::aggregate::{DIRECTIONS, DirAgg, Interval, Top, Window};
+use super::aggregate::{DIRECTIONS, DirAgg, Interval, SumKey, Sums, Window};
 use crate::Error;
 
 /// Bytes with a binary-free human unit: `999 B`, `1.5 kB`, `12.3 MB`.
@@ -32,7 +32,7 @@ fn proto_name(p: u8) -> String {
     protocol_keyword(p).map_or_else(|| format!("proto{p}"), str::to_owned)
 }
 
-fn list<K>(m: &impl Top<K>, n: usize, name: impl Fn(K) -> String) -> String {
+fn list<K: SumKey>(m: &Sums<K>, n: usize, name: impl Fn(K) -> String) -> String {
     let v = m.top(n);
     if v.is_empty() {
         return "-".to_owned();

@@ -198,7 +198,9 @@ pub trait FlowRead {
         f: &mut dyn FnMut(crate::query::QueryRow<'_>) -> ControlFlow<()>,
     ) -> Result<crate::query::Totals, StoreError> {
         let _ = (q, f);
-        Err(StoreError::Query("this backend does not run forensic queries (yet)"))
+        Err(StoreError::Query(
+            "this backend does not run forensic queries (yet)",
+        ))
     }
 
     /// Streams every flow of `exporters` with `after_micros < ts <= upto_micros` to `f` (all

@@ -73,9 +73,13 @@ fn flows() -> Vec<Flow> {
             };
             as_stored(&Flow {
                 ts_micros: T0 + i64::from(i) * 12_000_000 + (r % 1000) as i64,
-                exporter: if r.is_multiple_of(3) { "127.0.0.1" } else { "127.0.0.2" }
-                    .parse()
-                    .unwrap(),
+                exporter: if r.is_multiple_of(3) {
+                    "127.0.0.1"
+                } else {
+                    "127.0.0.2"
+                }
+                .parse()
+                .unwrap(),
                 input_if: pick(4, 20) as u32 + 1,
                 output_if: pick(3, 22) as u32 + 1,
                 direction: (pick(2, 24)) as u8,

@@ -315,9 +315,8 @@ pub fn open_store(args: &StoreArgs) -> Result<Box<dyn netflow_store::Store>, Err
             ),
         ));
     }
-    netflow_store::open(&cfg).map_err(|e| {
-        Error::Setting(setting, format!("cannot open {}: {e}", args.describe()))
-    })
+    netflow_store::open(&cfg)
+        .map_err(|e| Error::Setting(setting, format!("cannot open {}: {e}", args.describe())))
 }
 
 /// Runs the plans on `store`, printing to `out`; returns the totals of the matching flows.

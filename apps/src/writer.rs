@@ -216,14 +216,18 @@ impl Writer {
             }
             self.batch.push(f);
         });
-        stats::add(&c.template_misses, decoded.waiting().len() as u64);
+        stats::add(&c.template_misses, decoded.waiting_count() as u64);
         for e in decoded.issues() {
             if let DecodeError::PendingDropped { .. } = e {
                 stats::add(&c.sets_lost, 1);
             }
             c.decode_error(reason(e));
         }
-        let expired = decoded.expired().len() as u64;
+        // A datagram lists its first 64 problems; the rest are counted only.
+        for _ in decoded.issues().len()..decoded.issue_count() {
+            c.decode_error("unlisted");
+        }
+        let expired = decoded.expired_count() as u64;
         if expired > 0 {
             stats::add(&c.sets_lost, expired);
             if let Some(suppressed) = self.warn_decode.allow() {
@@ -306,7 +310,8 @@ impl Writer {
         if now.duration_since(self.templates_checked) >= Duration::from_secs(2) {
             self.templates_checked = now;
             self.save_templates();
-            let expired = self.decoder.expire(stats::now_micros()).len() as u64;
+            self.decoder.expire(stats::now_micros());
+            let expired = self.decoder.expired_count() as u64;
             stats::add(&self.counters.sets_lost, expired);
         }
     }

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use crate::cache::{ExporterKey, Limits, TemplateCache, TemplateKey};
 use crate::header::FlowContext;
+use crate::report::Capped;
 
 /// A data set that arrived before its template, kept until the template comes.
 #[derive(Debug, Clone)]
@@ -66,12 +67,15 @@ pub(crate) enum Deferred {
 /// The bounded FIFO of pending sets, with the sets given up and released by the current call.
 #[derive(Debug, Default)]
 pub(crate) struct PendingBuffer {
-    sets: VecDeque<PendingSet>,
+    /// Boxed, so that a set costs what it is and growing the queue moves pointers.
+    sets: VecDeque<Box<PendingSet>>,
     bytes: usize,
     /// Sets given up during the current call.
-    pub expired: Vec<ExpiredSet>,
-    /// Sets released during the current call: their template arrived.
-    pub ready: Vec<PendingSet>,
+    pub expired: Capped<ExpiredSet>,
+    /// Sets released during the current call: their template arrived. Boxes moved from the
+    /// queue, so releasing many sets moves pointers, not 150-byte sets.
+    #[allow(clippy::vec_box)]
+    pub ready: Vec<Box<PendingSet>>,
 }
 
 impl PendingBuffer {
@@ -133,12 +137,12 @@ impl PendingBuffer {
         {
             self.give_up_front(ExpiryReason::Evicted);
         }
-        self.sets.push_back(PendingSet {
+        self.sets.push_back(Box::new(PendingSet {
             key,
             ctx,
             offset,
             body: body.to_vec(),
-        });
+        }));
         self.bytes += bytes;
         Deferred::Kept
     }

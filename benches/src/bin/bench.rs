@@ -19,11 +19,13 @@ use netflow_benches::{Totals, inputs};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: forwards every call to the system allocator, only counting.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
         // SAFETY: the caller upholds `alloc`'s contract.
         unsafe { System.alloc(l) }
     }
@@ -33,6 +35,7 @@ unsafe impl GlobalAlloc for Counting {
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(n.saturating_sub(l.size()) as u64, Ordering::Relaxed);
         // SAFETY: the caller upholds `realloc`'s contract.
         unsafe { System.realloc(p, l, n) }
     }
@@ -180,7 +183,88 @@ fn print(rows: &[Row], table: &str, records: impl Fn(&str) -> usize) {
     }
 }
 
+/// `bench hostile`: 50,000 mutated datagrams per case (bit flips, cuts, rewritten length and
+/// template fields) against a decoder holding the case's templates: the slowest call and the
+/// most bytes one call allocated.
+fn hostile() {
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n.max(1) as u64) as usize
+        }
+    }
+    println!(
+        "| case | mutated datagrams | slowest call | 99.99th percentile | 99.9th | mean | most bytes one call allocated |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for w in inputs::realistic() {
+        let mut d = netflow_wire::Decoder::default();
+        let exporter = std::net::IpAddr::from([192, 0, 2, 1]);
+        let _ = d.decode(exporter, 0, &w.template);
+        let mut rng = Lcg(7);
+        let (mut slowest, mut total, mut most) = (Duration::ZERO, Duration::ZERO, 0u64);
+        let n = 50_000;
+        let mut times = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let src = if w.version != 5 && rng.below(4) == 0 {
+                &w.template
+            } else {
+                &w.data[rng.below(w.data.len())]
+            };
+            let mut m = src.clone();
+            for _ in 0..1 + rng.below(3) {
+                if m.is_empty() {
+                    break;
+                }
+                let at = rng.below(m.len());
+                match rng.below(4) {
+                    0 => m[at] ^= 1 << rng.below(8),
+                    1 => m.truncate(at),
+                    2 => {
+                        let at = at & !1;
+                        let v = [0u16, 4, 0xffff, 1][rng.below(4)];
+                        if at + 1 < m.len() {
+                            m[at..at + 2].copy_from_slice(&v.to_be_bytes());
+                        }
+                    }
+                    _ => m[at] = rng.below(256) as u8,
+                }
+            }
+            let bytes = BYTES.load(Ordering::Relaxed);
+            let start = Instant::now();
+            if let Ok(x) = d.decode(exporter, i, &m) {
+                x.flows().for_each(|f| {
+                    black_box(&f);
+                });
+            }
+            let t = start.elapsed();
+            most = most.max(BYTES.load(Ordering::Relaxed) - bytes);
+            slowest = slowest.max(t);
+            total += t;
+            times.push(t);
+        }
+        times.sort();
+        let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+        println!(
+            "| {} | {n} | {:.1} us | {:.1} us | {:.1} us | {:.0} ns | {most} |",
+            w.name,
+            slowest.as_secs_f64() * 1e6,
+            pct(0.9999).as_secs_f64() * 1e6,
+            pct(0.999).as_secs_f64() * 1e6,
+            total.as_secs_f64() * 1e9 / n as f64
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("hostile") {
+        hostile();
+        return;
+    }
     let workloads = inputs::realistic();
     let mut rows = Vec::new();
     for w in &workloads {

@@ -5,8 +5,8 @@
 //! First the realistic workload (issue 11: 16 distinct datagrams cycled, the 14-field
 //! template, IPFIX reduced-size and IPv6 with ms times and 8-byte counters, every flow consumed
 //! whole), then the old figure (one packet decoded again and again, nine fields summed).
-//! An optional argument keeps only the rows whose "case decoder" text contains it (for
-//! profiling); `BENCH_ITERS=N` decodes N datagrams per row untimed (for callgrind).
+//! An optional argument keeps only the rows whose "table case decoder" text contains it (for
+//! profiling: `bench "realistic v9 IPv4 netflow-wire"`); `BENCH_ITERS=N` decodes N datagrams per row untimed (for callgrind).
 #![allow(unsafe_code)] // the counting allocator below
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -61,7 +61,7 @@ fn measure<C: Contender>(
     rows: &mut Vec<Row>,
 ) {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    if !C::supports(version) || !format!("{case} {}", C::NAME).contains(&filter) {
+    if !C::supports(version) || !format!("old {case} {}", C::NAME).contains(&filter) {
         return;
     }
     let mut dec = C::new();
@@ -108,7 +108,7 @@ fn measure<C: Contender>(
 /// The realistic workload: every datagram of `w` in turn, each flow consumed whole.
 fn measure_realistic<C: Contender>(w: &inputs::Workload, want: Totals, rows: &mut Vec<Row>) {
     let filter = std::env::args().nth(1).unwrap_or_default();
-    if !C::supports(w.version) || !format!("{} {}", w.name, C::NAME).contains(&filter) {
+    if !C::supports(w.version) || !format!("realistic {} {}", w.name, C::NAME).contains(&filter) {
         return;
     }
     let mut dec = C::new();

@@ -186,20 +186,21 @@ impl Writer {
     pub fn handle(&mut self, d: &Datagram) {
         let exporter = d.exporter.ip();
         let c = Arc::clone(&self.counters);
-        let decoded =
-            match self
-                .decoder
-                .decode(ExporterKey::from(exporter), d.ts_micros, &d.payload)
-            {
-                Ok(x) => x,
-                Err(e) => {
-                    c.decode_error(reason(&e));
-                    if let Some(suppressed) = self.warn_decode.allow() {
-                        warn!(%exporter, error = %e, suppressed, "datagram not decodable");
-                    }
-                    return;
+        let decoded = match self
+            .decoder
+            // `decode`, not `decode_bytes`: a payload from the collector is a slice of a
+            // 1 MiB receive block, which a pending set would keep alive whole.
+            .decode(ExporterKey::from(exporter), d.ts_micros, &d.payload)
+        {
+            Ok(x) => x,
+            Err(e) => {
+                c.decode_error(reason(&e));
+                if let Some(suppressed) = self.warn_decode.allow() {
+                    warn!(%exporter, error = %e, suppressed, "datagram not decodable");
                 }
-            };
+                return;
+            }
+        };
         stats::add(&c.packets_decoded, 1);
         let header = decoded.header();
         let mut records: u32 = 0;
@@ -695,7 +696,7 @@ mod tests {
             let d = Datagram {
                 exporter: "192.0.2.1:2055".parse().expect("addr"),
                 ts_micros: i64::from(i),
-                payload: vec![i; 100],
+                payload: vec![i; 100].into(),
             };
             crate::frame::encode(&mut buf, &d).expect("encode");
         }

@@ -126,7 +126,32 @@ impl Decoder {
         ts_micros: i64,
         datagram: &'a [u8],
     ) -> Result<Decoded<'a>, DecodeError> {
-        let exporter = exporter.into();
+        self.decode_from(exporter.into(), ts_micros, datagram, None)
+    }
+
+    /// [`Decoder::decode`] for a datagram held in a [`bytes::Bytes`] (e.g. a slice of a
+    /// receive buffer): a data set that must wait for its template keeps a slice of `datagram`
+    /// (a reference count) instead of a copy. Same result otherwise.
+    ///
+    /// The slice keeps the whole allocation behind `datagram` alive while the set waits (up
+    /// to [`Limits::max_pending_age_micros`]): use it when each `Bytes` owns its datagram, not
+    /// for slices of a large shared receive buffer.
+    pub fn decode_bytes<'a>(
+        &'a mut self,
+        exporter: impl Into<ExporterKey>,
+        ts_micros: i64,
+        datagram: &'a bytes::Bytes,
+    ) -> Result<Decoded<'a>, DecodeError> {
+        self.decode_from(exporter.into(), ts_micros, datagram, Some(datagram))
+    }
+
+    fn decode_from<'a>(
+        &'a mut self,
+        exporter: ExporterKey,
+        ts_micros: i64,
+        datagram: &'a [u8],
+        shared: Option<&bytes::Bytes>,
+    ) -> Result<Decoded<'a>, DecodeError> {
         self.issues.clear();
         self.waiting.clear();
         self.pending.clear_outcomes();
@@ -159,7 +184,7 @@ impl Decoder {
         self.data_records = 0;
         self.options_records = 0;
         let body = match body {
-            Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, sets)),
+            Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, shared, sets)),
             Body::V5(records) => {
                 self.data_records = u32::from(header.count);
                 Body::V5(records)
@@ -181,6 +206,7 @@ impl Decoder {
         exporter: ExporterKey,
         ctx: FlowContext,
         datagram: &'a [u8],
+        shared: Option<&bytes::Bytes>,
         sets: Sets<'a>,
     ) -> Sets<'a> {
         let start = sets.position();
@@ -237,7 +263,7 @@ impl Decoder {
                         self.data_records = self.data_records.saturating_add(records);
                     }
                 }
-                None => self.defer(key, ctx, &set),
+                None => self.defer(key, ctx, &set, shared),
             }
         }
         if learned && self.pending.len() > 0 {
@@ -316,12 +342,19 @@ impl Decoder {
     }
 
     /// Keeps a data set whose template is unknown, within the pending buffer's caps.
-    fn defer(&mut self, key: TemplateKey, ctx: FlowContext, set: &Set<'_>) {
+    fn defer(
+        &mut self,
+        key: TemplateKey,
+        ctx: FlowContext,
+        set: &Set<'_>,
+        shared: Option<&bytes::Bytes>,
+    ) {
         let limits = *self.cache.limits();
         let kept = if self.waiting.total() >= MAX_DEFERRED_PER_DATAGRAM {
             Deferred::Dropped
         } else {
-            self.pending.defer(key, ctx, set.offset, set.body, &limits)
+            self.pending
+                .defer(key, ctx, set.offset, set.body, shared, &limits)
         };
         match kept {
             Deferred::Kept => self.waiting.push(WaitingSet {

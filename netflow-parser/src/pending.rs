@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use crate::cache::{ExporterKey, Limits, TemplateCache, TemplateKey};
 use crate::header::FlowContext;
 use crate::report::Capped;
@@ -13,7 +15,8 @@ pub(crate) struct PendingSet {
     pub key: TemplateKey,
     pub ctx: FlowContext,
     pub offset: usize,
-    pub body: Vec<u8>,
+    /// A slice of the received datagram (`Decoder::decode_bytes`) or a copy of the set.
+    pub body: Bytes,
 }
 
 /// Why a pending data set was given up ([`ExpiredSet`]).
@@ -126,6 +129,7 @@ impl PendingBuffer {
         ctx: FlowContext,
         offset: usize,
         body: &[u8],
+        datagram: Option<&Bytes>,
         limits: &Limits,
     ) -> Deferred {
         let bytes = body.len();
@@ -141,7 +145,11 @@ impl PendingBuffer {
             key,
             ctx,
             offset,
-            body: body.to_vec(),
+            // `body` lies inside `datagram` when there is one (framed from it).
+            body: match datagram {
+                Some(d) => d.slice_ref(body),
+                None => Bytes::copy_from_slice(body),
+            },
         }));
         self.bytes += bytes;
         Deferred::Kept

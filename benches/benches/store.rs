@@ -350,7 +350,7 @@ fn main() {
     }
     cells.extend(["(as above)".to_owned(), "(as above)".to_owned()]);
     rows.push(("PostgreSQL BRIN(ts), 2 writers".to_owned(), cells));
-    // disk bytes per stored flow: 1M flows in 100k batches, after merges (ClickHouse:
+    // disk bytes per stored flow: the flows in 100k batches, after merges (ClickHouse:
     // OPTIMIZE FINAL) and VACUUM (PostgreSQL), table and indexes
     let mut disk = Vec::new();
     {
@@ -457,7 +457,9 @@ fn main() {
     for (label, cells) in rows {
         println!("| {label} | {} |", cells.join(" | "));
     }
-    println!("\n| store | disk bytes per flow (1M flows, after merges / VACUUM) |");
+    println!(
+        "\n| store | disk bytes per flow ({total} flows in 100k batches, after merges / VACUUM) |"
+    );
     println!("|---|---:|");
     for (label, b) in disk {
         println!("| {label} | {b:.1} |");

@@ -140,6 +140,11 @@ impl QueueRx {
     }
 }
 
+/// The largest UDP payload, received whole.
+const MAX_DATAGRAM: usize = 65_536;
+/// Bytes of one receive block: 16 of the largest datagrams, hundreds of typical ones.
+const RECV_BLOCK: usize = 1 << 20;
+
 /// Receives datagrams until `stop`, pushing them to `queue`; drops (counted, warned at most
 /// every 10 s) when it is full.
 pub fn spawn_receiver(
@@ -151,12 +156,18 @@ pub fn spawn_receiver(
     thread::Builder::new()
         .name("udp-recv".into())
         .spawn(move || {
-            let mut buf = vec![0u8; 65_536];
+            // One block received into, datagram after datagram, each handed out as a slice
+            // of it (`Bytes`): one allocation per block instead of one per datagram. A block
+            // is freed when the last of its datagrams is.
+            let mut block = bytes::BytesMut::new();
             let mut limit = RateLimit::new(Duration::from_secs(10));
             let mut drops = SocketDrops::new(&sock);
             while !stop.load(Ordering::Relaxed) {
                 drops.poll(&counters);
-                let (n, from) = match sock.recv_from(&mut buf) {
+                if block.len() < MAX_DATAGRAM {
+                    block = bytes::BytesMut::zeroed(RECV_BLOCK);
+                }
+                let (n, from) = match sock.recv_from(&mut block[..MAX_DATAGRAM]) {
                     Ok(x) => x,
                     Err(e)
                         if matches!(
@@ -181,7 +192,7 @@ pub fn spawn_receiver(
                 let d = Datagram {
                     exporter,
                     ts_micros,
-                    payload: buf[..n].to_vec(),
+                    payload: block.split_to(n).freeze(),
                 };
                 if !queue.try_push(d) {
                     stats::add(&counters.queue_drops, 1);

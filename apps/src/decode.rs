@@ -85,7 +85,9 @@ pub fn run(
                 return;
             }
         };
-        s.template_misses += decoded.waiting().len() as u64;
+        s.template_misses += decoded.waiting_count() as u64;
+        // A datagram lists its first 64 problems; the rest are counted only.
+        s.set_errors += (decoded.issue_count() - decoded.issues().len()) as u64;
         for issue in decoded.issues() {
             match issue {
                 DecodeError::PendingDropped { .. } => {
@@ -96,8 +98,8 @@ pub fn run(
             }
             let _ = writeln!(log, "{} -> {}: {issue}", d.src, d.dst);
         }
+        s.sets_lost += decoded.expired_count() as u64;
         for e in decoded.expired() {
-            s.sets_lost += 1;
             let _ = writeln!(
                 log,
                 "data set of template {} ({} bytes) lost: template never arrived",

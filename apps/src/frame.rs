@@ -52,8 +52,8 @@ pub struct Datagram {
     pub exporter: SocketAddr,
     /// Receive time, microseconds since the Unix epoch.
     pub ts_micros: i64,
-    /// The UDP payload.
-    pub payload: Vec<u8>,
+    /// The UDP payload: a slice of the collector's receive block, or the reader's copy.
+    pub payload: bytes::Bytes,
 }
 
 /// Appends the frame of `d` to `out`. Payloads over [`MAX_PAYLOAD`] bytes are refused (UDP
@@ -237,7 +237,7 @@ fn parse(b: &[u8], stats: &mut ReaderStats) -> Parse {
         Datagram {
             exporter: SocketAddr::new(ip, port),
             ts_micros: i64::from_be_bytes(ts),
-            payload: payload.to_vec(),
+            payload: bytes::Bytes::copy_from_slice(payload),
         },
         HEADER_LEN + len,
     )
@@ -256,7 +256,7 @@ mod tests {
         Datagram {
             exporter: SocketAddr::new(ip, 2055 + u16::from(n)),
             ts_micros: 1_700_000_000_000_000 + i64::from(n),
-            payload: vec![n; usize::from(n) * 3],
+            payload: vec![n; usize::from(n) * 3].into(),
         }
     }
 
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn test_oversized_payload_refused() {
         let d = Datagram {
-            payload: vec![0; MAX_PAYLOAD + 1],
+            payload: vec![0; MAX_PAYLOAD + 1].into(),
             ..dg(1, false)
         };
         assert!(encode(&mut Vec::new(), &d).is_err());

@@ -208,20 +208,21 @@ impl Writer {
     pub fn handle(&mut self, d: &Datagram) {
         let exporter = d.exporter.ip();
         let c = Arc::clone(&self.counters);
-        let decoded =
-            match self
-                .decoder
-                .decode(ExporterKey::from(exporter), d.ts_micros, &d.payload)
-            {
-                Ok(x) => x,
-                Err(e) => {
-                    c.decode_error(reason(&e));
-                    if let Some(suppressed) = self.warn_decode.allow() {
-                        warn!(%exporter, error = %e, suppressed, "datagram not decodable");
-                    }
-                    return;
+        let decoded = match self
+            .decoder
+            // `decode`, not `decode_bytes`: a payload from the collector is a slice of a
+            // 1 MiB receive block, which a pending set would keep alive whole.
+            .decode(ExporterKey::from(exporter), d.ts_micros, &d.payload)
+        {
+            Ok(x) => x,
+            Err(e) => {
+                c.decode_error(reason(&e));
+                if let Some(suppressed) = self.warn_decode.allow() {
+                    warn!(%exporter, error = %e, suppressed, "datagram not decodable");
                 }
-            };
+                return;
+            }
+        };
         stats::add(&c.packets_decoded, 1);
         let header = decoded.header();
         let mut own_flows: u64 = 0;
@@ -240,14 +241,18 @@ impl Writer {
             self.batch.push(f);
         });
         stats::add(&c.flows_decoded, n_flows);
-        stats::add(&c.template_misses, decoded.waiting().len() as u64);
+        stats::add(&c.template_misses, decoded.waiting_count() as u64);
         for e in decoded.issues() {
             if let DecodeError::PendingDropped { .. } = e {
                 stats::add(&c.sets_lost, 1);
             }
             c.decode_error(reason(e));
         }
-        let expired = decoded.expired().len() as u64;
+        // A datagram lists its first 64 problems; the rest are counted only.
+        for _ in decoded.issues().len()..decoded.issue_count() {
+            c.decode_error("unlisted");
+        }
+        let expired = decoded.expired_count() as u64;
         if expired > 0 {
             stats::add(&c.sets_lost, expired);
             if let Some(suppressed) = self.warn_decode.allow() {
@@ -320,7 +325,8 @@ impl Writer {
         if now.duration_since(self.templates_checked) >= Duration::from_secs(2) {
             self.templates_checked = now;
             self.save_templates();
-            let expired = self.decoder.expire(stats::now_micros()).len() as u64;
+            self.decoder.expire(stats::now_micros());
+            let expired = self.decoder.expired_count() as u64;
             stats::add(&self.counters.sets_lost, expired);
         }
         if self.batch.is_empty() {
@@ -562,7 +568,7 @@ mod tests {
             let d = Datagram {
                 exporter: "192.0.2.1:2055".parse().expect("addr"),
                 ts_micros: i64::from(i),
-                payload: vec![i; 100],
+                payload: vec![i; 100].into(),
             };
             crate::frame::encode(&mut buf, &d).expect("encode");
         }

@@ -6,6 +6,9 @@
 //! cargo bench -p netflow-benches --bench store
 //! NETFLOW_BENCH_PG=postgres://postgres@127.0.0.1:5432/postgres   server (admin URL; default shown)
 //! NETFLOW_BENCH_FLOWS=1000000                                     flows per measurement
+//! NETFLOW_BENCH_CH=http://127.0.0.1:18123                         ClickHouse HTTP (default: the
+//!                                                                 tests' own server, started
+//!                                                                 if down)
 //! ```
 //!
 //! Each measurement writes into fresh tables (own prefix) in a scratch database that is dropped
@@ -90,6 +93,7 @@ fn cpu_seconds(name: Option<&str>) -> f64 {
 /// Writes `data` in batches of `batch`; flows per second. Prints client and server CPU per flow.
 fn ingest(store: &mut dyn Store, data: &[Flow], batch: usize) -> f64 {
     let (client0, server0) = (cpu_seconds(None), cpu_seconds(Some("postgres")));
+    let ch0 = cpu_seconds(Some("clickhouse-serv"));
     let start = Instant::now();
     for chunk in data.chunks(batch) {
         store.write_flows(chunk).expect("write_flows");
@@ -97,12 +101,37 @@ fn ingest(store: &mut dyn Store, data: &[Flow], batch: usize) -> f64 {
     let secs = start.elapsed().as_secs_f64();
     let n = data.len() as f64;
     eprintln!(
-        "    wall {:.2} us/flow, client CPU {:.2} us/flow, postgres processes CPU {:.2} us/flow",
+        "    wall {:.2} us/flow, client CPU {:.2} us/flow, postgres processes CPU {:.2} us/flow, \
+         clickhouse-server CPU {:.2} us/flow",
         secs * 1e6 / n,
         (cpu_seconds(None) - client0) * 1e6 / n,
-        (cpu_seconds(Some("postgres")) - server0) * 1e6 / n
+        (cpu_seconds(Some("postgres")) - server0) * 1e6 / n,
+        (cpu_seconds(Some("clickhouse-serv")) - ch0) * 1e6 / n
     );
     n / secs
+}
+
+/// A ClickHouse server: `NETFLOW_BENCH_CH`, or the tests' own (started if it is down).
+fn clickhouse_url() -> (
+    String,
+    Option<netflow_store::test_support::clickhouse::ClickHouseServer>,
+) {
+    match std::env::var("NETFLOW_BENCH_CH") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let s = netflow_store::test_support::clickhouse::ClickHouseServer::shared();
+            (s.url(), Some(s))
+        }
+    }
+}
+
+/// Runs one statement on the ClickHouse server at `url`; the reply's text.
+fn ch_query(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--data-binary", sql, url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Streams the flows of (after, upto] through `for_each_flow`; (flows, seconds).
@@ -321,8 +350,79 @@ fn main() {
     }
     cells.extend(["(as above)".to_owned(), "(as above)".to_owned()]);
     rows.push(("PostgreSQL BRIN(ts), 2 writers".to_owned(), cells));
+    // disk bytes per stored flow: the flows in 100k batches, after merges (ClickHouse:
+    // OPTIMIZE FINAL) and VACUUM (PostgreSQL), table and indexes
+    let mut disk = Vec::new();
+    {
+        let (mut s, prefix) = pg.store(Index::Brin);
+        ingest(&mut s, &data, 100_000);
+        let mut c = pg.client();
+        c.batch_execute(&format!("VACUUM ANALYZE {prefix}flows"))
+            .expect("vacuum");
+        let bytes: i64 = c
+            .query_one(
+                &format!(
+                    "SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits \
+                     WHERE inhparent = '{prefix}flows'::regclass"
+                ),
+                &[],
+            )
+            .expect("size")
+            .get(0);
+        disk.push((
+            "PostgreSQL partitioned + BRIN(ts)",
+            bytes as f64 / total as f64,
+        ));
+        pg.drop_tables(&prefix);
+    }
     let settings = pg.settings();
     drop(pg);
+
+    let (ch_url, _ch_server) = clickhouse_url();
+    let ch_db = format!("nfstore_bench_{}", std::process::id());
+    let ch_config = |b: usize| {
+        let c = netflow_store::ClickHouseConfig::new(&ch_url, &format!("{ch_db}_{b}"), None, None)
+            .expect("ClickHouse config");
+        StoreConfig::new(Backend::ClickHouse(c))
+    };
+    let mut cells = Vec::new();
+    let mut query_cells = Vec::new();
+    for &b in &batches {
+        let mut s = netflow_store::open(&ch_config(b)).expect("open ClickHouse");
+        cells.push(fmt_rate(ingest(&mut *s, &data, b)));
+        eprintln!(
+            "clickhouse batch {b}: {}",
+            cells.last().map_or("", String::as_str)
+        );
+        if b == 100_000 {
+            let (minute, hour) = queries(&mut *s, total);
+            query_cells = vec![minute, hour];
+            let db = format!("{ch_db}_{b}");
+            ch_query(&ch_url, &format!("OPTIMIZE TABLE {db}.netflow_flows FINAL"));
+            let bytes: f64 = ch_query(
+                &ch_url,
+                &format!(
+                    "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND \
+                     database = '{db}' AND table = 'netflow_flows'"
+                ),
+            )
+            .parse()
+            .unwrap_or(f64::NAN);
+            disk.push((
+                "ClickHouse MergeTree (exporter, ts), LZ4",
+                bytes / total as f64,
+            ));
+        }
+    }
+    for &b in &batches {
+        ch_query(&ch_url, &format!("DROP DATABASE IF EXISTS {ch_db}_{b}"));
+    }
+    let version = ch_query(&ch_url, "SELECT version()");
+    cells.extend(query_cells);
+    rows.push((
+        format!("ClickHouse {version} (MergeTree, RowBinary over HTTP)"),
+        cells,
+    ));
 
     let dir = std::env::temp_dir().join(format!("nfstore-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -356,6 +456,13 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for (label, cells) in rows {
         println!("| {label} | {} |", cells.join(" | "));
+    }
+    println!(
+        "\n| store | disk bytes per flow ({total} flows in 100k batches, after merges / VACUUM) |"
+    );
+    println!("|---|---:|");
+    for (label, b) in disk {
+        println!("| {label} | {b:.1} |");
     }
     println!("\nPostgreSQL settings:\n");
     for (k, v) in settings {

@@ -81,16 +81,29 @@ impl<'a> Decoded<'a> {
     /// Per-set problems, each a loss or a framing error: bad templates, limits hit, reserved
     /// set ids, sets dropped because the pending buffer could not keep them, trailing bytes, a
     /// set length that ended framing early. Sets merely waiting for their template are not
-    /// here but in [`Decoded::waiting`].
+    /// here but in [`Decoded::waiting`]. At most 64 are listed, in datagram order;
+    /// [`Decoded::issue_count`] counts them all.
     pub fn issues(&self) -> &'a [DecodeError] {
-        &self.decoder.issues
+        self.decoder.issues.as_slice()
+    }
+
+    /// How many per-set problems this call had, listed by [`Decoded::issues`] or not.
+    pub fn issue_count(&self) -> usize {
+        self.decoder.issues.total()
     }
 
     /// Data sets of this datagram kept pending because their template is not known yet (after
     /// a restart, data usually comes before the next template refresh). Not lost: they are
     /// decoded when the template arrives, or reported by [`Decoded::expired`] of a later call.
+    ///
+    /// At most 64 are listed; [`Decoded::waiting_count`] counts them all.
     pub fn waiting(&self) -> &'a [WaitingSet] {
-        &self.decoder.waiting
+        self.decoder.waiting.as_slice()
+    }
+
+    /// How many data sets of this datagram were kept waiting, listed or not.
+    pub fn waiting_count(&self) -> usize {
+        self.decoder.waiting.total()
     }
 
     /// Data records of data templates (flows) carried by this datagram itself, not counting
@@ -107,7 +120,13 @@ impl<'a> Decoded<'a> {
 
     /// Pending sets given up during this call (their template never came): lost records.
     pub fn expired(&self) -> &'a [ExpiredSet] {
-        &self.decoder.pending.expired
+        self.decoder.pending.expired.as_slice()
+    }
+
+    /// How many pending sets this call gave up (lost records), listed by
+    /// [`Decoded::expired`] (at most 64) or not.
+    pub fn expired_count(&self) -> usize {
+        self.decoder.pending.expired.total()
     }
 }
 

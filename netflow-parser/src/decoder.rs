@@ -10,6 +10,7 @@ use crate::ipfix::{self, IpfixPacket};
 use crate::options::{DomainInfo, DomainKey, OptionsState};
 use crate::pending::{Deferred, ExpiredSet, PendingBuffer, WaitingSet};
 use crate::record::Records;
+use crate::report::Capped;
 use crate::template::{self, Template, TemplateRecord};
 use crate::v5::V5Packet;
 use crate::v9::{self, Set, Sets, V9Packet};
@@ -25,8 +26,8 @@ use crate::wire::offset_in;
 pub struct Decoder {
     pub(crate) cache: TemplateCache,
     pub(crate) pending: PendingBuffer,
-    pub(crate) issues: Vec<DecodeError>,
-    pub(crate) waiting: Vec<WaitingSet>,
+    pub(crate) issues: Capped<DecodeError>,
+    pub(crate) waiting: Capped<WaitingSet>,
     pub(crate) options: OptionsState,
     pub(crate) data_records: u32,
     pub(crate) options_records: u32,
@@ -101,7 +102,13 @@ impl Decoder {
     pub fn expire(&mut self, now_micros: i64) -> &[ExpiredSet] {
         self.pending.clear_outcomes();
         self.pending.expire_old(now_micros, self.cache.limits());
-        &self.pending.expired
+        self.pending.expired.as_slice()
+    }
+
+    /// How many pending sets the last call ([`Decoder::decode`] or [`Decoder::expire`]) gave
+    /// up: [`Decoder::expire`] lists at most 64 of them.
+    pub fn expired_count(&self) -> usize {
+        self.pending.expired.total()
     }
 
     /// Decodes one datagram received from `exporter` at `ts_micros` (Unix µs, the caller's
@@ -119,7 +126,32 @@ impl Decoder {
         ts_micros: i64,
         datagram: &'a [u8],
     ) -> Result<Decoded<'a>, DecodeError> {
-        let exporter = exporter.into();
+        self.decode_from(exporter.into(), ts_micros, datagram, None)
+    }
+
+    /// [`Decoder::decode`] for a datagram held in a [`bytes::Bytes`] (e.g. a slice of a
+    /// receive buffer): a data set that must wait for its template keeps a slice of `datagram`
+    /// (a reference count) instead of a copy. Same result otherwise.
+    ///
+    /// The slice keeps the whole allocation behind `datagram` alive while the set waits (up
+    /// to [`Limits::max_pending_age_micros`]): use it when each `Bytes` owns its datagram, not
+    /// for slices of a large shared receive buffer.
+    pub fn decode_bytes<'a>(
+        &'a mut self,
+        exporter: impl Into<ExporterKey>,
+        ts_micros: i64,
+        datagram: &'a bytes::Bytes,
+    ) -> Result<Decoded<'a>, DecodeError> {
+        self.decode_from(exporter.into(), ts_micros, datagram, Some(datagram))
+    }
+
+    fn decode_from<'a>(
+        &'a mut self,
+        exporter: ExporterKey,
+        ts_micros: i64,
+        datagram: &'a [u8],
+        shared: Option<&bytes::Bytes>,
+    ) -> Result<Decoded<'a>, DecodeError> {
         self.issues.clear();
         self.waiting.clear();
         self.pending.clear_outcomes();
@@ -152,7 +184,7 @@ impl Decoder {
         self.data_records = 0;
         self.options_records = 0;
         let body = match body {
-            Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, sets)),
+            Body::Sets(sets) => Body::Sets(self.frame(exporter, ctx, datagram, shared, sets)),
             Body::V5(records) => {
                 self.data_records = u32::from(header.count);
                 Body::V5(records)
@@ -174,6 +206,7 @@ impl Decoder {
         exporter: ExporterKey,
         ctx: FlowContext,
         datagram: &'a [u8],
+        shared: Option<&bytes::Bytes>,
         sets: Sets<'a>,
     ) -> Sets<'a> {
         let start = sets.position();
@@ -230,7 +263,7 @@ impl Decoder {
                         self.data_records = self.data_records.saturating_add(records);
                     }
                 }
-                None => self.defer(key, ctx, &set),
+                None => self.defer(key, ctx, &set, shared),
             }
         }
         if learned && self.pending.len() > 0 {
@@ -309,9 +342,21 @@ impl Decoder {
     }
 
     /// Keeps a data set whose template is unknown, within the pending buffer's caps.
-    fn defer(&mut self, key: TemplateKey, ctx: FlowContext, set: &Set<'_>) {
+    fn defer(
+        &mut self,
+        key: TemplateKey,
+        ctx: FlowContext,
+        set: &Set<'_>,
+        shared: Option<&bytes::Bytes>,
+    ) {
         let limits = *self.cache.limits();
-        match self.pending.defer(key, ctx, set.offset, set.body, &limits) {
+        let kept = if self.waiting.total() >= MAX_DEFERRED_PER_DATAGRAM {
+            Deferred::Dropped
+        } else {
+            self.pending
+                .defer(key, ctx, set.offset, set.body, shared, &limits)
+        };
+        match kept {
             Deferred::Kept => self.waiting.push(WaitingSet {
                 offset: set.offset,
                 key,
@@ -324,6 +369,12 @@ impl Decoder {
         }
     }
 }
+
+/// Data sets one datagram may add to the pending buffer; the rest are dropped and reported
+/// ([`DecodeError::PendingDropped`]). Exporters put a few data sets in a datagram; a hostile one
+/// of thousands of tiny sets would otherwise cost a pending set each (about 150 bytes plus its
+/// body) in one call.
+pub(crate) const MAX_DEFERRED_PER_DATAGRAM: usize = 16;
 
 /// Sampling rate and system init time for flows of this context, from the override or the
 /// domain's options data.
@@ -348,7 +399,7 @@ fn apply_options(options: &OptionsState, exporter: ExporterKey, ctx: &mut FlowCo
 
 /// Reports a data set's leftover bytes that cannot be padding, or a record that overruns it.
 /// Returns the number of records.
-fn check_set(t: &Template, set: &Set<'_>, issues: &mut Vec<DecodeError>) -> u32 {
+fn check_set(t: &Template, set: &Set<'_>, issues: &mut Capped<DecodeError>) -> u32 {
     let body = set.body;
     let mut records = 0u32;
     let tail = match t.record_len() {

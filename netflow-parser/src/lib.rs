@@ -76,6 +76,7 @@ mod key;
 mod options;
 mod pending;
 mod record;
+mod report;
 mod sequence;
 mod template;
 mod time;

@@ -3,8 +3,11 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use crate::cache::{ExporterKey, Limits, TemplateCache, TemplateKey};
 use crate::header::FlowContext;
+use crate::report::Capped;
 
 /// A data set that arrived before its template, kept until the template comes.
 #[derive(Debug, Clone)]
@@ -12,7 +15,8 @@ pub(crate) struct PendingSet {
     pub key: TemplateKey,
     pub ctx: FlowContext,
     pub offset: usize,
-    pub body: Vec<u8>,
+    /// A slice of the received datagram (`Decoder::decode_bytes`) or a copy of the set.
+    pub body: Bytes,
 }
 
 /// Why a pending data set was given up ([`ExpiredSet`]).
@@ -66,12 +70,15 @@ pub(crate) enum Deferred {
 /// The bounded FIFO of pending sets, with the sets given up and released by the current call.
 #[derive(Debug, Default)]
 pub(crate) struct PendingBuffer {
-    sets: VecDeque<PendingSet>,
+    /// Boxed, so that a set costs what it is and growing the queue moves pointers.
+    sets: VecDeque<Box<PendingSet>>,
     bytes: usize,
     /// Sets given up during the current call.
-    pub expired: Vec<ExpiredSet>,
-    /// Sets released during the current call: their template arrived.
-    pub ready: Vec<PendingSet>,
+    pub expired: Capped<ExpiredSet>,
+    /// Sets released during the current call: their template arrived. Boxes moved from the
+    /// queue, so releasing many sets moves pointers, not 150-byte sets.
+    #[allow(clippy::vec_box)]
+    pub ready: Vec<Box<PendingSet>>,
 }
 
 impl PendingBuffer {
@@ -122,6 +129,7 @@ impl PendingBuffer {
         ctx: FlowContext,
         offset: usize,
         body: &[u8],
+        datagram: Option<&Bytes>,
         limits: &Limits,
     ) -> Deferred {
         let bytes = body.len();
@@ -133,12 +141,16 @@ impl PendingBuffer {
         {
             self.give_up_front(ExpiryReason::Evicted);
         }
-        self.sets.push_back(PendingSet {
+        self.sets.push_back(Box::new(PendingSet {
             key,
             ctx,
             offset,
-            body: body.to_vec(),
-        });
+            // `body` lies inside `datagram` when there is one (framed from it).
+            body: match datagram {
+                Some(d) => d.slice_ref(body),
+                None => Bytes::copy_from_slice(body),
+            },
+        }));
         self.bytes += bytes;
         Deferred::Kept
     }

@@ -175,3 +175,48 @@ fn template_flood_evicts_idle_exporters_and_stays_bounded() {
     assert_eq!(decoded.flows().map(|f| f.bytes).collect::<Vec<_>>(), [1000]);
     assert_eq!(d.exporters_evicted(), 3 + 3 * u64::from(max));
 }
+
+/// `decode_bytes`: a data set that waits for its template keeps a slice of the received
+/// datagram (a reference count), not a copy; it decodes the same once the template comes.
+#[test]
+fn decode_bytes_keeps_a_slice_of_the_datagram_for_a_pending_set() {
+    let both = v9_packet(true);
+    // The data set alone, 50 records of 13 bytes: 650 that `decode` copies.
+    let mut data = both[..20].to_vec();
+    data.extend_from_slice(&[1, 0, 2, 142]);
+    for _ in 0..50 {
+        data.extend_from_slice(&both[48..]);
+    }
+    let exporter: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let template = v9_packet(false);
+    let mut flows = Vec::new();
+    let mut grown = Vec::new();
+    for shared in [false, true] {
+        let mut d = Decoder::new(Limits::default());
+        // Warm up the decoder's own buffers with one pending set and its release.
+        let warm = bytes::Bytes::from(data.clone());
+        d.decode_bytes(exporter, 0, &warm).unwrap();
+        d.decode(exporter, 0, &template).unwrap();
+        d.cache_mut().forget_exporter(exporter.into());
+        let datagram = bytes::Bytes::from(data.clone());
+        let live = live_bytes();
+        let decoded = if shared {
+            d.decode_bytes(exporter, 1, &datagram).unwrap()
+        } else {
+            d.decode(exporter, 1, &datagram).unwrap()
+        };
+        assert_eq!(decoded.waiting_count(), 1, "{:?}", decoded.issues());
+        grown.push(live_bytes() - live);
+        let decoded = d.decode(exporter, 2, &template).unwrap();
+        flows.push(decoded.flows().collect::<Vec<_>>());
+    }
+    assert_eq!(flows[0].len(), 50);
+    assert_eq!(flows[0], flows[1]);
+    // The copy costs the set's 650 bytes; the slice only the pending entry.
+    assert!(grown[0] >= 650, "decode: {} bytes", grown[0]);
+    assert!(grown[1] < 650, "decode_bytes: {} bytes", grown[1]);
+    eprintln!(
+        "pending set kept by decode: {} bytes, by decode_bytes: {} bytes",
+        grown[0], grown[1]
+    );
+}

@@ -60,6 +60,7 @@ impl ClickHouseConfig {
     /// use netflow_store::{Backend, ClickHouseConfig, StoreConfig};
     /// let c = ClickHouseConfig::new("http://127.0.0.1:8123", "netflow", None, None)?;
     /// let store = StoreConfig::new(Backend::ClickHouse(c));
+    /// assert!(matches!(store.backend, Backend::ClickHouse(_)));
     /// # Ok::<(), netflow_store::StoreError>(())
     /// ```
     pub fn new(

@@ -11,10 +11,14 @@ use super::aggregate::HashMap;
 /// Window maps are far larger than the caches, so entry size is what a flow costs: an IPv4
 /// address as a `u32` (a pair of them as one `u64`) makes a 16-byte entry and a one-word hash,
 /// where an `IpAddr` key takes 17 bytes and an enum hash. Keys without a compact form (IPv6)
-/// live in a second map.
+/// live in a second map. The compact form must order like the keys it stands for (`u32`
+/// order is IPv4 address order, `src << 32 | dst` is pair order), so a map of compact keys is
+/// ranked on them, the cheap comparison, and only its top entries are expanded.
 pub trait SumKey: Copy + Ord + Hash {
     /// The compact form.
-    type Compact: Copy + Eq + Hash;
+    type Compact: Copy + Ord + Hash;
+    /// Where the sums of compact keys live: a hash map, or an array for `u8`.
+    type Map: CompactMap<Self::Compact>;
     /// `Ok` with the compact form, or `Err(self)` for a key that has none.
     fn compact(self) -> Result<Self::Compact, Self>;
     /// The key a compact form stands for.
@@ -23,6 +27,7 @@ pub trait SumKey: Copy + Ord + Hash {
 
 impl SumKey for IpAddr {
     type Compact = u32;
+    type Map = HashMap<u32, u64>;
     fn compact(self) -> Result<u32, IpAddr> {
         match self {
             IpAddr::V4(a) => Ok(u32::from(a)),
@@ -36,6 +41,7 @@ impl SumKey for IpAddr {
 
 impl SumKey for (IpAddr, IpAddr) {
     type Compact = u64;
+    type Map = HashMap<u64, u64>;
     fn compact(self) -> Result<u64, (IpAddr, IpAddr)> {
         match self {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -51,9 +57,10 @@ impl SumKey for (IpAddr, IpAddr) {
 }
 
 macro_rules! compact_as_itself {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $map:ty),*) => {$(
         impl SumKey for $t {
             type Compact = $t;
+            type Map = $map;
             fn compact(self) -> Result<$t, $t> {
                 Ok(self)
             }
@@ -63,20 +70,79 @@ macro_rules! compact_as_itself {
         }
     )*};
 }
-compact_as_itself!(u8, u16);
+compact_as_itself!(u8 => ByteMap, u16 => HashMap<u16, u64>);
+
+/// Sums of compact keys.
+pub trait CompactMap<C>: Default + Clone + std::fmt::Debug {
+    /// Adds `v` to `c` (saturating).
+    fn bump(&mut self, c: C, v: u64);
+    /// Distinct keys.
+    fn len(&self) -> usize;
+    /// Whether no key was added.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every key added, with its sum.
+    fn entries(&self) -> impl Iterator<Item = (C, u64)>;
+}
+
+impl<C: Copy + Eq + Hash + std::fmt::Debug> CompactMap<C> for HashMap<C, u64> {
+    fn bump(&mut self, c: C, v: u64) {
+        bump(self, c, v);
+    }
+    fn len(&self) -> usize {
+        HashMap::len(self)
+    }
+    fn entries(&self) -> impl Iterator<Item = (C, u64)> {
+        self.iter().map(|(c, v)| (*c, *v))
+    }
+}
+
+/// Sums per `u8` (IP protocols) in an array: no hashing. `seen` marks keys added (a 0-byte
+/// flow still lists its protocol, as a map entry would).
+#[derive(Debug, Clone)]
+pub struct ByteMap {
+    sums: [u64; 256],
+    seen: [u64; 4],
+}
+
+impl Default for ByteMap {
+    fn default() -> ByteMap {
+        ByteMap {
+            sums: [0; 256],
+            seen: [0; 4],
+        }
+    }
+}
+
+impl CompactMap<u8> for ByteMap {
+    fn bump(&mut self, c: u8, v: u64) {
+        let e = &mut self.sums[usize::from(c)];
+        *e = e.saturating_add(v);
+        self.seen[usize::from(c >> 6)] |= 1 << (c & 63);
+    }
+    fn len(&self) -> usize {
+        self.seen.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    fn entries(&self) -> impl Iterator<Item = (u8, u64)> {
+        (0..=255u8)
+            .filter(|c| self.seen[usize::from(c >> 6)] & (1 << (c & 63)) != 0)
+            .map(|c| (c, self.sums[usize::from(c)]))
+    }
+}
 
 /// Bytes per key, and the top entries: the one sum-and-rank type of the window (addresses,
 /// pairs, protocols, ports). Sums saturate at `u64::MAX`.
 #[derive(Debug, Clone)]
 pub struct Sums<K: SumKey> {
-    compact: HashMap<K::Compact, u64>,
+    compact: K::Map,
     other: HashMap<K, u64>,
 }
 
 impl<K: SumKey> Default for Sums<K> {
     fn default() -> Sums<K> {
         Sums {
-            compact: HashMap::default(),
+            compact: K::Map::default(),
             other: HashMap::default(),
         }
     }
@@ -86,7 +152,7 @@ impl<K: SumKey> Sums<K> {
     /// Adds `bytes` to `key`.
     pub fn add(&mut self, key: K, bytes: u64) {
         match key.compact() {
-            Ok(c) => bump(&mut self.compact, c, bytes),
+            Ok(c) => self.compact.bump(c, bytes),
             Err(k) => bump(&mut self.other, k, bytes),
         }
     }
@@ -105,7 +171,10 @@ impl<K: SumKey> Sums<K> {
     /// then numerically; pairs by source, then destination). The top `n` of the whole is
     /// within the top `n` of each map, so each map is ranked alone and the two merged.
     pub fn top(&self, n: usize) -> Vec<(K, u64)> {
-        let mut v = rank(self.compact.iter().map(|(c, b)| (K::expand(*c), *b)), n);
+        let mut v: Vec<(K, u64)> = rank(self.compact.entries(), n)
+            .into_iter()
+            .map(|(c, b)| (K::expand(c), b))
+            .collect();
         v.extend(rank(self.other.iter().map(|(k, b)| (*k, *b)), n));
         v.sort_unstable_by(by_bytes_then_key);
         v.truncate(n);

@@ -50,8 +50,8 @@ pub fn render(w: &Window, after_micros: i64, upto_micros: i64) -> String {
     let secs = (upto_micros - after_micros) as f64 / 1e6;
     let _ = writeln!(
         s,
-        "=== NetFlow window of {secs:.0} s ending at unix time {}, {} flows ===",
-        upto_micros / 1_000_000,
+        "=== NetFlow window of {secs:.0} s ending at {} (UTC), {} flows ===",
+        crate::query::time::iso(upto_micros - upto_micros.rem_euclid(1_000_000)),
         w.flows()
     );
     let exporters = w.exporter_addrs();

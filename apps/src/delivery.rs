@@ -125,7 +125,7 @@ impl Delivery {
         caught_up
     }
 
-    /// When idle (nothing queued, no retry pending) for [`HEARTBEAT_INTERVAL`], writes an
+    /// When idle (nothing queued, no retry pending) for 20 s (`HEARTBEAT_INTERVAL`), writes an
     /// empty batch: the store's own upkeep of an idle writer.
     pub fn heartbeat(&mut self, now: Instant) {
         if now.duration_since(self.heartbeat) < HEARTBEAT_INTERVAL

@@ -26,6 +26,12 @@ pub fn write_flow(
     if header.version != 5 {
         write!(out, ",\"template_id\":{template_id}")?;
     }
+    write_record_fields(out, f)
+}
+
+/// Ends a flow's JSON object: `,"src_addr":...,"tcp_flags":N}` and the newline, the record
+/// fields every JSON line of ours shares (the decode tool, the generator, netflow-query).
+pub fn write_record_fields(out: &mut impl Write, f: &Flow) -> io::Result<()> {
     writeln!(
         out,
         ",\"src_addr\":\"{}\",\"dst_addr\":\"{}\",\"src_port\":{},\"dst_port\":{},\"protocol\":{},\"bytes\":{},\"packets\":{},\"input_if\":{},\"output_if\":{},\"direction\":{},\"tcp_flags\":{}}}",

@@ -156,12 +156,12 @@ impl Window {
         d.dst_ports.add(f.dst_port, b);
     }
 
-    /// The window a store's aggregation pushdown summed ([`Store::window_sums`]): the same
+    /// The window a store's aggregation pushdown summed ([`jobs::read_window_sums`]): the same
     /// [`Window::values`] as adding the flows one by one, because each top list it holds is
     /// the first entries of the full ranking, and a ranking's top `n` of its own top `n` is
     /// itself (for `n >= TOP_N`).
     ///
-    /// [`Store::window_sums`]: netflow_store::Store::window_sums
+    /// [`jobs::read_window_sums`]: netflow_store::jobs::read_window_sums
     pub fn from_sums(sums: &netflow_store::window_sums::WindowSums) -> Window {
         let mut w = Window::new();
         for e in &sums.exporters {

@@ -146,7 +146,7 @@ const CHUNK_FLOWS: usize = 4096;
 
 /// Runs `read` (which streams flows to its callback) on this thread and folds the flows into a
 /// [`Window`] on a second one, so that decoding the store's rows and aggregating them overlap.
-/// Chunks of [`CHUNK_FLOWS`] go through a channel of 4 and come back empty for reuse, so
+/// Chunks of `CHUNK_FLOWS` (4,096) flows go through a channel of 4 and come back empty for reuse, so
 /// memory stays at a few chunks whatever the window.
 pub fn aggregate_flows<E>(
     read: impl FnOnce(&mut dyn FnMut(&Flow) -> ControlFlow<()>) -> Result<u64, E>,

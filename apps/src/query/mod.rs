@@ -1,6 +1,6 @@
 //! `netflow-query`: forensic queries over the stored flows with nfdump's habits (`-t`, `-s
 //! srcip/bytes`, `-n`, `-A`, `-c`, a filter expression), run inside the store the other
-//! binaries write ([`netflow_store::Store::query`]).
+//! binaries write ([`netflow_store::FlowRead::query`]).
 //!
 //! [`filter`] parses the filter, [`time`] the time window, [`output`] prints the rows as they
 //! stream in; [`run`] ties them together.

@@ -218,22 +218,14 @@ impl<'a> Printer<'a> {
                 f.direction,
                 f.tcp_flags
             ),
-            Format::Ndjson => writeln!(
-                self.out,
-                "{{\"ts\":\"{ts}\",\"exporter\":\"{}\",\"src_addr\":\"{}\",\"dst_addr\":\"{}\",\"src_port\":{},\"dst_port\":{},\"protocol\":{},\"bytes\":{},\"packets\":{},\"input_if\":{},\"output_if\":{},\"direction\":{},\"tcp_flags\":{}}}",
-                f.exporter,
-                f.src_addr,
-                f.dst_addr,
-                f.src_port,
-                f.dst_port,
-                f.protocol,
-                f.bytes,
-                f.packets,
-                f.input_if,
-                f.output_if,
-                f.direction,
-                f.tcp_flags
-            ),
+            Format::Ndjson => {
+                write!(
+                    self.out,
+                    "{{\"ts\":\"{ts}\",\"exporter\":\"{}\"",
+                    f.exporter
+                )?;
+                crate::flowjson::write_record_fields(&mut self.out, f)
+            }
             Format::Table => writeln!(
                 self.out,
                 "{ts:<27} {:<9} {:>45} -> {:<45} {:>10} {:>10} {:<8} {:>6} {:>6}  {}",

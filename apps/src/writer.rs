@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use netflow_store::{Exporter, Store};
 
 use netflow_wire::{
-    DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
+    DecodeError, Decoder, ExporterKey, Flow, Limits,
+    sequence::{SequenceAdvance, SequenceEvent, SequenceTracker},
 };
 use tracing::{debug, info, warn};
 
@@ -264,11 +265,10 @@ impl Writer {
         }
         // What the exporter's sequence number counts for this datagram (IPFIX: its own data
         // records, options included; released pending sets belong to earlier datagrams).
-        let units =
-            SequenceTracker::units(&header, decoded.data_records(), decoded.options_records());
+        let units = SequenceAdvance::of(&header, decoded.data_records(), decoded.options_records());
         let event = self
             .seq
-            .observe_units(ExporterKey::from(exporter), &header, units);
+            .observe_advance(ExporterKey::from(exporter), &header, units);
         let lost = match event {
             SequenceEvent::Gap { missing } => u64::from(missing),
             _ => 0,

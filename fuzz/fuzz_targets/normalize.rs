@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use netflow_wire::emit::Message;
-use netflow_wire::{Decoder, FieldId, FieldSpec, Header};
+use netflow_wire::{Decoder, FieldId, Header, template::FieldSpec};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, rest)) = data.split_first() else { return };

@@ -7,32 +7,32 @@ use crate::cache::{ExporterKey, TemplateKey};
 use crate::decoder::Decoder;
 use crate::error::DecodeError;
 use crate::flow::Flow;
-use crate::header::{FlowContext, Header};
+use crate::header::{Header, RecordOrigin};
 use crate::options::DomainKey;
 use crate::pending::{ExpiredSet, WaitingSet};
 use crate::record::{Record, Records};
 use crate::template::{self, Template};
 use crate::v5;
-use crate::v9::Sets;
+use crate::v9::FlowSets;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Body<'a> {
     V5(&'a [u8]),
-    Sets(Sets<'a>),
+    Sets(FlowSets<'a>),
 }
 
 /// The outcome of [`Decoder::decode`]: header facts, data sets, and what went wrong.
 ///
 /// Borrows the datagram and the decoder; iterating allocates nothing.
 #[derive(Debug, Clone)]
-pub struct Decoded<'a> {
+pub struct DecodedDatagram<'a> {
     pub(crate) decoder: &'a Decoder,
     pub(crate) exporter: ExporterKey,
-    pub(crate) ctx: FlowContext,
+    pub(crate) ctx: RecordOrigin,
     pub(crate) body: Body<'a>,
 }
 
-impl<'a> Decoded<'a> {
+impl<'a> DecodedDatagram<'a> {
     /// The packet header.
     pub fn header(&self) -> Header {
         self.ctx.header
@@ -81,22 +81,22 @@ impl<'a> Decoded<'a> {
     /// Per-set problems, each a loss or a framing error: bad templates, limits hit, reserved
     /// set ids, sets dropped because the pending buffer could not keep them, trailing bytes, a
     /// set length that ended framing early. Sets merely waiting for their template are not
-    /// here but in [`Decoded::waiting`]. At most 64 are listed, in datagram order;
-    /// [`Decoded::issue_count`] counts them all.
+    /// here but in [`DecodedDatagram::waiting`]. At most 64 are listed, in datagram order;
+    /// [`DecodedDatagram::issue_count`] counts them all.
     pub fn issues(&self) -> &'a [DecodeError] {
         self.decoder.issues.as_slice()
     }
 
-    /// How many per-set problems this call had, listed by [`Decoded::issues`] or not.
+    /// How many per-set problems this call had, listed by [`DecodedDatagram::issues`] or not.
     pub fn issue_count(&self) -> usize {
         self.decoder.issues.total()
     }
 
     /// Data sets of this datagram kept pending because their template is not known yet (after
     /// a restart, data usually comes before the next template refresh). Not lost: they are
-    /// decoded when the template arrives, or reported by [`Decoded::expired`] of a later call.
+    /// decoded when the template arrives, or reported by [`DecodedDatagram::expired`] of a later call.
     ///
-    /// At most 64 are listed; [`Decoded::waiting_count`] counts them all.
+    /// At most 64 are listed; [`DecodedDatagram::waiting_count`] counts them all.
     pub fn waiting(&self) -> &'a [WaitingSet] {
         self.decoder.waiting.as_slice()
     }
@@ -124,16 +124,16 @@ impl<'a> Decoded<'a> {
     }
 
     /// How many pending sets this call gave up (lost records), listed by
-    /// [`Decoded::expired`] (at most 64) or not.
+    /// [`DecodedDatagram::expired`] (at most 64) or not.
     pub fn expired_count(&self) -> usize {
         self.decoder.pending.expired.total()
     }
 }
 
-/// Iterator over the data sets of a [`Decoded`].
+/// Iterator over the data sets of a [`DecodedDatagram`].
 #[derive(Debug, Clone)]
 pub struct DataSets<'a> {
-    decoded: Decoded<'a>,
+    decoded: DecodedDatagram<'a>,
     v5_done: bool,
     ready: usize,
 }
@@ -194,7 +194,7 @@ pub struct DataSet<'a> {
     offset: usize,
     template: &'a Template,
     body: &'a [u8],
-    ctx: FlowContext,
+    ctx: RecordOrigin,
     /// Per-sampler rates, when records name their sampler (FLOW_SAMPLER_ID 48, selectorId 302).
     samplers: Option<&'a BTreeMap<u64, u32>>,
 }
@@ -206,7 +206,7 @@ impl<'a> DataSet<'a> {
         offset: usize,
         template: &'a Template,
         body: &'a [u8],
-        ctx: FlowContext,
+        ctx: RecordOrigin,
     ) -> DataSet<'a> {
         let samplers = if template.names_sampler()
             && decoder.options.override_for(key.exporter.addr).is_none()
@@ -264,7 +264,7 @@ impl<'a> DataSet<'a> {
     }
 
     /// Header, exporter and receive time of the datagram that carried the set.
-    pub fn context(&self) -> &FlowContext {
+    pub fn context(&self) -> &RecordOrigin {
         &self.ctx
     }
 
@@ -333,8 +333,8 @@ impl<'a> DataSet<'a> {
     }
 }
 
-/// Iterator over the normalized flows of every data set of a [`Decoded`]; see
-/// [`Decoded::flows`]. A plain loop over sets and records, without closures in between.
+/// Iterator over the normalized flows of every data set of a [`DecodedDatagram`]; see
+/// [`DecodedDatagram::flows`]. A plain loop over sets and records, without closures in between.
 #[derive(Debug, Clone)]
 pub struct Flows<'a> {
     sets: DataSets<'a>,

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use netflow_wire::emit::Message;
-//! use netflow_wire::{Decoder, FieldId, FieldSpec, Flow, Header, Limits};
+//! use netflow_wire::{Decoder, FieldId, Flow, Header, Limits, template::FieldSpec};
 //!
 //! let fields = [
 //!     FieldSpec::new(FieldId::IPV4_SRC_ADDR, 4),

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::field::{FieldId, FieldSpec};
 use crate::flow::Flow;
-use crate::header::FlowContext;
+use crate::header::RecordOrigin;
 use crate::template::{Duration, SlotId, Template, TemplateKind, TimeSource};
 use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
 use crate::v5::V5Record;
@@ -65,8 +65,8 @@ impl<'a> Record<'a> {
     }
 
     /// Every field with its bytes, in record order.
-    pub fn fields(&self) -> Fields<'a> {
-        Fields {
+    pub fn fields(&self) -> FieldValues<'a> {
+        FieldValues {
             record: *self,
             index: 0,
             end: self.template.fields().len(),
@@ -76,8 +76,8 @@ impl<'a> Record<'a> {
     /// The scope fields of an options record (RFC 3954 §6.2, RFC 7011 §3.4.2.2); none for a
     /// data record. In v9 their ids are scope types (1 system, 2 interface, 3 line card,
     /// 4 cache, 5 template).
-    pub fn scope(&self) -> Fields<'a> {
-        Fields {
+    pub fn scope(&self) -> FieldValues<'a> {
+        FieldValues {
             record: *self,
             index: 0,
             end: self.scope_count(),
@@ -85,8 +85,8 @@ impl<'a> Record<'a> {
     }
 
     /// The non-scope fields: all of a data record's, the option fields of an options record.
-    pub fn options(&self) -> Fields<'a> {
-        Fields {
+    pub fn options(&self) -> FieldValues<'a> {
+        FieldValues {
             record: *self,
             index: self.scope_count(),
             end: self.template.fields().len(),
@@ -203,7 +203,7 @@ impl<'a> Record<'a> {
     /// systemInitTimeMilliseconds 160), or µs before the export time (158/159); a duration
     /// (161/162) gives the one the template lacks. `(0, 0)` when unknown.
     #[inline]
-    pub fn times(&self, ctx: &FlowContext) -> (u64, u64) {
+    pub fn times(&self, ctx: &RecordOrigin) -> (u64, u64) {
         let [start, end] = self.template.time_sources();
         let (start, end) = (self.time(start, ctx), self.time(end, ctx));
         if self.template.duration() == Duration::None {
@@ -214,7 +214,7 @@ impl<'a> Record<'a> {
 
     /// [`Record::times`] without the duration (161/162) step: what [`Record::flow_raw`] uses.
     #[inline(always)]
-    fn raw_times(&self, ctx: &FlowContext) -> (u64, u64) {
+    fn raw_times(&self, ctx: &RecordOrigin) -> (u64, u64) {
         let [start, end] = self.template.time_sources();
         (self.time(start, ctx), self.time(end, ctx))
     }
@@ -237,7 +237,7 @@ impl<'a> Record<'a> {
     }
 
     #[inline(always)]
-    fn time(&self, source: TimeSource, ctx: &FlowContext) -> u64 {
+    fn time(&self, source: TimeSource, ctx: &RecordOrigin) -> u64 {
         // Fast path: one load (a Wide slot reads as 0 where `slot_uint` gives `None`).
         if let Some(w) = self.template.wide() {
             let rd = |s: SlotId| w[s as usize].read(self.data);
@@ -293,9 +293,9 @@ impl<'a> Record<'a> {
     ///
     /// Its `sampling_interval` is the context's (the exporter's or domain's rate). A record that
     /// names its sampler (FLOW_SAMPLER_ID 48, selectorId 302) gets that sampler's rate through
-    /// [`DataSet::flow`](crate::DataSet::flow) and [`Decoded::flows`](crate::Decoded::flows).
+    /// [`DataSet::flow`](crate::DataSet::flow) and [`DecodedDatagram::flows`](crate::DecodedDatagram::flows).
     #[inline(always)]
-    pub fn flow(&self, ctx: &FlowContext) -> Option<Flow> {
+    pub fn flow(&self, ctx: &RecordOrigin) -> Option<Flow> {
         let mut f = self.flow_raw(ctx)?;
         if self.template.duration() != Duration::None {
             (f.start_ms, f.end_ms) = self.complete_with_duration(f.start_ms, f.end_ms);
@@ -306,7 +306,7 @@ impl<'a> Record<'a> {
     /// [`Record::flow`] for templates without a duration field (161/162), which the caller
     /// checked once per set: the hot loop of `Flows::fold`.
     #[inline(always)]
-    pub(crate) fn flow_raw(&self, ctx: &FlowContext) -> Option<Flow> {
+    pub(crate) fn flow_raw(&self, ctx: &RecordOrigin) -> Option<Flow> {
         if self.template.is_v5()
             && let Some(r) = self.data.first_chunk::<48>()
         {
@@ -365,13 +365,13 @@ impl<'a> Record<'a> {
 
 /// Iterator over `(spec, bytes)` of a record's fields; see [`Record::fields`].
 #[derive(Debug, Clone)]
-pub struct Fields<'a> {
+pub struct FieldValues<'a> {
     record: Record<'a>,
     index: usize,
     end: usize,
 }
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for FieldValues<'a> {
     type Item = (FieldSpec, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.end {

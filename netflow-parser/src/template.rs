@@ -1,15 +1,19 @@
 //! Templates: parsed once on arrival, compiled into a [`Template`] with precomputed offsets.
 //!
 //! Reading a data record never dispatches on field types: the fields the normalized flow needs
-//! are looked up once, when the template is compiled, into fixed [`Slot`]s.
+//! are looked up once, when the template is compiled, into fixed slots.
 
 use nom::IResult;
 use nom::Parser;
 use nom::bytes::complete::take;
 use nom::number::complete::{be_u16, be_u32};
 
+pub use crate::cache::{TemplateCache, TemplateUpdate};
 use crate::error::{DecodeError, TemplateProblem};
-use crate::field::{FieldId, FieldSpec};
+pub use crate::field::FieldSpec;
+pub use crate::key::TemplateKey;
+
+use crate::field::FieldId;
 use crate::wire::{be_uint, offset_in, uint_at};
 
 /// Whether a template describes flow records or options records.
@@ -145,7 +149,7 @@ impl Slot {
 /// A compiled template: the field list, each fixed field's offset, the record length, and the
 /// slots of the fields this crate reads by name.
 ///
-/// Built once when a template arrives (see [`TemplateCache`](crate::TemplateCache)); reading
+/// Built once when a template arrives (see [`TemplateCache`]); reading
 /// records through it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {

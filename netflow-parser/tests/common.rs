@@ -78,7 +78,7 @@ pub fn canonical(v: &Value) -> String {
 /// The flows of a decoded datagram, read three ways that must agree: external iteration
 /// (`next`), internal iteration (`for_each`, which picks a reader per set), and one `next`
 /// followed by `for_each` on the rest. Returns them.
-pub fn flows_checked(decoded: &netflow_wire::Decoded<'_>) -> Vec<netflow_wire::Flow> {
+pub fn flows_checked(decoded: &netflow_wire::DecodedDatagram<'_>) -> Vec<netflow_wire::Flow> {
     let by_next: Vec<_> = decoded.flows().collect();
     let mut by_fold = Vec::new();
     decoded.flows().for_each(|f| by_fold.push(f));

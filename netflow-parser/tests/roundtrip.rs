@@ -6,7 +6,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netflow_wire::emit::{self, Message};
-use netflow_wire::{Decoder, FieldId, FieldSpec, Flow, Header, Limits};
+use netflow_wire::{Decoder, FieldId, Flow, Header, Limits, template::FieldSpec};
 use proptest::prelude::*;
 
 /// One field of a random template, and what the decoder must read from it.

@@ -10,7 +10,7 @@ use crate::flow::Flow;
 use crate::header::{Header, RecordOrigin};
 use crate::options::DomainKey;
 use crate::pending::{ExpiredSet, WaitingSet};
-use crate::record::{Record, Records};
+use crate::record::{Record, RecordFlows, Records};
 use crate::template::{self, Template};
 use crate::v5;
 use crate::v9::FlowSets;
@@ -55,7 +55,9 @@ impl<'a> DecodedDatagram<'a> {
     }
 
     /// The normalized flows of every data set, options records and records without addresses
-    /// skipped. Counters are as exported (see [`Flow::renormalized`]).
+    /// skipped. Counters are as exported (see [`Flow::renormalized`]). A biflow record
+    /// (RFC 5103) yields its forward half and then its reverse half, each when it carries
+    /// traffic ([`Record::flows`]).
     ///
     /// Internal iteration (`for_each`, `fold`, and the adapters built on them) is the fastest
     /// way to read them: it picks the record reader once per set and hands each flow straight
@@ -75,7 +77,11 @@ impl<'a> DecodedDatagram<'a> {
     pub fn flows(&self) -> Flows<'a> {
         let mut sets = self.data_sets();
         let current = sets.next().map(|s| (s, s.flow_records()));
-        Flows { sets, current }
+        Flows {
+            sets,
+            current,
+            reverse: None,
+        }
     }
 
     /// Per-set problems, each a loss or a framing error: bad templates, limits hit, reserved
@@ -107,7 +113,9 @@ impl<'a> DecodedDatagram<'a> {
     }
 
     /// Data records of data templates (flows) carried by this datagram itself, not counting
-    /// pending sets released by it, nor options records.
+    /// pending sets released by it, nor options records. A biflow record counts once, as
+    /// IPFIX sequence numbers count it (RFC 7011 §3.1 counts data records), though it may
+    /// yield two flows.
     pub fn data_records(&self) -> u32 {
         self.decoder.data_records
     }
@@ -235,7 +243,7 @@ impl<'a> DataSet<'a> {
     }
 
     /// The normalized flow of one of this set's records, with the sampling rate of the sampler
-    /// it names, if any.
+    /// it names, if any. For a biflow record, the forward half: see [`DataSet::record_flows`].
     #[inline(always)]
     pub fn flow(&self, r: &Record<'a>) -> Option<Flow> {
         let mut f = r.flow(&self.ctx)?;
@@ -246,6 +254,17 @@ impl<'a> DataSet<'a> {
             f.sampling_interval = rate;
         }
         Some(f)
+    }
+
+    /// The flows of one of this set's records ([`Record::flows`]: two for a biflow record whose
+    /// halves both carry traffic), with the sampling rate of the sampler it names, if any: the
+    /// rate applies to both halves.
+    #[inline]
+    pub fn record_flows(&self, r: &Record<'a>) -> RecordFlows {
+        match self.flow(r) {
+            Some(f) => r.halves(f, &self.ctx),
+            None => RecordFlows::default(),
+        }
     }
 
     /// The template key (for v5: version 5, template id 0).
@@ -278,17 +297,18 @@ impl<'a> DataSet<'a> {
         Records::new(self.body, self.template)
     }
 
-    /// The normalized flows of the records (none for an options set).
+    /// The normalized flows of the records (none for an options set), both halves of biflow
+    /// records ([`DataSet::record_flows`]).
     pub fn flows(&self) -> impl Iterator<Item = Flow> + use<'a> {
         let set = *self;
         self.flow_records()
-            .filter_map(move |r: Record<'a>| set.flow(&r))
+            .flat_map(move |r: Record<'a>| set.record_flows(&r))
     }
 
     /// Folds the flows of `records` (this set's records not yet iterated) into `acc`: the
     /// loop behind [`Flows::fold`] and so `for_each`. Per set, not per record, it picks the
-    /// reader: v5's constant offsets, fixed-length records without per-sampler rates, or
-    /// the general path.
+    /// reader: v5's constant offsets, biflow records (two flows each), fixed-length records
+    /// without per-sampler rates, or the general path.
     #[inline(always)]
     fn fold_flows<B, F: FnMut(B, Flow) -> B>(
         &self,
@@ -302,6 +322,9 @@ impl<'a> DataSet<'a> {
                 acc = f(acc, v5::V5Record(r).flow(&self.ctx));
             }
             return acc;
+        }
+        if self.template.is_biflow() {
+            return self.fold_biflows(records, acc, f);
         }
         if self.samplers.is_none()
             && !self.template.has_duration()
@@ -323,6 +346,23 @@ impl<'a> DataSet<'a> {
         acc
     }
 
+    /// [`DataSet::fold_flows`] for biflow records, kept out of line so that the common
+    /// templates' loop stays as it was.
+    #[inline(never)]
+    fn fold_biflows<B, F: FnMut(B, Flow) -> B>(
+        &self,
+        records: Records<'a>,
+        mut acc: B,
+        f: &mut F,
+    ) -> B {
+        for r in records {
+            for flow in self.record_flows(&r) {
+                acc = f(acc, flow);
+            }
+        }
+        acc
+    }
+
     /// The records, or none for an options set.
     fn flow_records(&self) -> Records<'a> {
         if self.is_options() {
@@ -335,10 +375,13 @@ impl<'a> DataSet<'a> {
 
 /// Iterator over the normalized flows of every data set of a [`DecodedDatagram`]; see
 /// [`DecodedDatagram::flows`]. A plain loop over sets and records, without closures in between.
+/// A biflow record yields its forward half, then its reverse half ([`Record::flows`]).
 #[derive(Debug, Clone)]
 pub struct Flows<'a> {
     sets: DataSets<'a>,
     current: Option<(DataSet<'a>, Records<'a>)>,
+    /// The reverse half of the biflow record whose forward half was yielded last.
+    reverse: Option<Flow>,
 }
 
 impl Iterator for Flows<'_> {
@@ -346,10 +389,19 @@ impl Iterator for Flows<'_> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Flow> {
+        if let Some(f) = self.reverse.take() {
+            return Some(f);
+        }
         loop {
             let (set, records) = self.current.as_mut()?;
             for r in records.by_ref() {
                 if let Some(f) = set.flow(&r) {
+                    if set.template.is_biflow() {
+                        let mut halves = r.halves(f, &set.ctx);
+                        let first = halves.next();
+                        self.reverse = halves.next();
+                        return first;
+                    }
                     return Some(f);
                 }
             }
@@ -363,6 +415,9 @@ impl Iterator for Flows<'_> {
     #[inline]
     fn fold<B, F: FnMut(B, Flow) -> B>(self, init: B, mut f: F) -> B {
         let mut acc = init;
+        if let Some(rev) = self.reverse {
+            acc = f(acc, rev);
+        }
         if let Some((set, records)) = self.current {
             acc = set.fold_flows(records, acc, &mut f);
         }

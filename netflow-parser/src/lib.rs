@@ -109,7 +109,7 @@ pub mod emit;
 /// The iterators of the decoded datagram and of the views, named after what they yield.
 pub mod iter {
     pub use crate::decoded::{DataSets, Flows};
-    pub use crate::record::{FieldValues, Records};
+    pub use crate::record::{FieldValues, RecordFlows, Records};
     pub use crate::v9::FlowSets;
 }
 

@@ -12,7 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use netflow_wire::{Decoder, Flow, Limits, SequenceTracker};
+use netflow_wire::sequence::SequenceTracker;
+use netflow_wire::{Decoder, Flow, Limits};
 
 /// What input-traffic.pcap carried (captures/README.md): (bytes, packets) for IPv4 and IPv6.
 const TRUE_V4: (u64, u64) = (3_315_918, 8_724);

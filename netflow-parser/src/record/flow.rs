@@ -63,7 +63,33 @@ impl<'a> Record<'a> {
                 _ => {}
             }
         }
-        time_from(source, ctx, |s| self.slot_uint(s))
+        // The same as `time_from(source, ctx, |s| self.slot_uint(s))`, spelled out: through
+        // the closure the realistic v9 loop took 280 more instructions a packet (callgrind).
+        match source {
+            TimeSource::None => 0,
+            TimeSource::Millis(s) => self.slot_uint(s).unwrap_or(0),
+            TimeSource::Secs(s) => self.slot_uint(s).unwrap_or(0).saturating_mul(1000),
+            TimeSource::Ntp(s) => self.slot_uint(s).map_or(0, ntp_to_unix_ms),
+            TimeSource::DeltaMicros(s) => self
+                .slot_uint(s)
+                .map_or(0, |d| ctx.export_ms.saturating_sub(d / 1000)),
+            TimeSource::Uptime(s) => match (
+                self.slot_uint(s),
+                ctx.header.sys_uptime_ms,
+                ctx.system_init_ms,
+            ) {
+                (Some(t), Some(uptime), _) => uptime_to_unix_ms(ctx.export_ms, uptime, t as u32),
+                // IPFIX: relative to systemInitTimeMilliseconds learned from options data.
+                (Some(t), None, Some(init)) => init.saturating_add(t),
+                _ => 0,
+            },
+            TimeSource::InitPlusUptime(s) => {
+                match (self.slot_uint(SlotId::SystemInitMillis), self.slot_uint(s)) {
+                    (Some(init), Some(t)) => init.saturating_add(t),
+                    _ => 0,
+                }
+            }
+        }
     }
 
     /// The normalized flow of this record, or `None` when it is an options record or carries no
@@ -230,7 +256,8 @@ impl<'a> Record<'a> {
     }
 }
 
-/// A flow time from its source, `uint` reading a slot of the record (0 when unknown).
+/// A flow time from its source, `uint` reading a slot of the record (0 when unknown): the
+/// reverse half's reader (the forward one, [`Record::time`], has a fast path of its own).
 #[inline(always)]
 fn time_from(source: TimeSource, ctx: &RecordOrigin, uint: impl Fn(SlotId) -> Option<u64>) -> u64 {
     match source {

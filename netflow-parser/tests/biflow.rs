@@ -8,9 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr};
 
 use netflow_wire::sequence::SequenceTracker;
 use netflow_wire::{Decoder, Flow, Limits};
@@ -19,40 +17,17 @@ use netflow_wire::{Decoder, Flow, Limits};
 const TRUE_V4: (u64, u64) = (3_315_918, 8_724);
 const TRUE_V6: (u64, u64) = (1_906_811, 5_005);
 
-/// Runs softflowd on input-traffic.pcap as IPFIX (`-b`: biflows) into a local socket; returns
-/// the datagrams.
+/// softflowd's IPFIX export of the traffic, biflows (`-b`) or not.
 fn export(biflow: bool) -> Vec<Vec<u8>> {
-    let sf = std::path::Path::new("/usr/sbin/softflowd");
-    assert!(
-        sf.exists(),
-        "softflowd is missing: apt-get install -y softflowd (Debian package softflowd)"
-    );
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
-    // 50-66 datagrams of up to 1.5 kB arrive in a burst: room for all of them.
-    let port = sock.local_addr().unwrap().port();
-    let mut cmd = Command::new(sf);
-    cmd.args(["-a", "-d"]);
-    if biflow {
-        cmd.arg("-b");
-    }
-    let status = cmd
-        .arg("-r")
-        .arg(common::captures_dir().join("input-traffic.pcap"))
-        .args(["-v", "10", "-n", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run softflowd");
-    assert!(status.success(), "softflowd (biflow {biflow}) failed");
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 65535];
-    while let Ok(n) = sock.recv(&mut buf) {
-        out.push(buf[..n].to_vec());
-    }
-    assert!(!out.is_empty(), "softflowd (biflow {biflow}) sent nothing");
-    out
+    let args: &[&str] = if biflow {
+        &["-v", "10", "-b"]
+    } else {
+        &["-v", "10"]
+    };
+    common::softflowd(args)
+        .into_iter()
+        .map(|d| d.payload)
+        .collect()
 }
 
 const EXPORTER: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);

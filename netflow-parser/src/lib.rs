@@ -22,7 +22,9 @@
 //!
 //! * [`Decoder`] for a collector: one per process (or per thread), fed every datagram with the
 //!   exporter's address and the receive time. It dispatches on the version, learns templates,
-//!   and yields [`DataSet`]s of [`Record`]s, or normalized [`Flow`]s directly.
+//!   and yields [`DataSet`]s of [`Record`]s, or normalized [`Flow`]s directly. A biflow
+//!   record (RFC 5103: the reverse direction in reverse IEs of the same record) is two flows,
+//!   forward then reverse ([`Record::flows`]).
 //! * [`V5Packet`], [`V9Packet`], [`IpfixPacket`] for stateless access to headers and sets.
 //! * [`sequence::SequenceTracker`] to turn header sequence numbers into loss counts per exporter.
 //! * With the `emit` feature, [`emit`] builds v5 and v9 packets (the mirror of the decoder),

@@ -245,6 +245,14 @@ impl TemplateCache {
         if self.exporters.len() >= self.limits.max_exporters
             && let Some(lru) = self.exporters.least_recent()
         {
+            if self.evicted == 0 {
+                // From now on every admission removes an exporter's keys and inserts others.
+                // The removals leave tombstones, and a hash table whose free slots run out
+                // doubles when it holds more than half its capacity, at a random moment of a
+                // flood, in one call. Made twice the size once, here, it rehashes in place.
+                self.map.reserve(self.map.len() + 1);
+                self.exporters.reserve_for_churn();
+            }
             let map = &mut self.map;
             evicted = self.exporters.remove(lru, |k| {
                 map.remove(k);

@@ -1,4 +1,4 @@
-//! `Store::query` on both backends against a plain Rust evaluation of the same query over the
+//! `Store::query` on every backend against a plain Rust evaluation of the same query over the
 //! same flows: every filter form, every grouping, masks, orders, limits, windows.
 
 mod common;
@@ -14,7 +14,7 @@ use netflow_store::query::{
 };
 use netflow_store::{Flow, Store, StoreError};
 
-macro_rules! both {
+macro_rules! every_backend {
     ($($name:ident),* $(,)?) => {
         mod postgres {
             $(#[test]
@@ -32,10 +32,18 @@ macro_rules! both {
                 super::$name(&mut *store);
             })*
         }
+        mod clickhouse {
+            $(#[test]
+            fn $name() {
+                let db = super::common::ClickHouseDb::new();
+                let mut store = netflow_store::open(&db.config).expect("open ClickHouse store");
+                super::$name(&mut *store);
+            })*
+        }
     };
 }
 
-both!(
+every_backend!(
     queries_equal_the_reference,
     flows_come_newest_first_and_stop_on_break,
     invalid_queries_are_refused
@@ -57,7 +65,12 @@ fn flows() -> Vec<Flow> {
             let r = rng(&mut s);
             let v6 = r.is_multiple_of(5);
             let pick = |n: u64, shift: u32| (r >> shift) % n;
-            let src: IpAddr = if v6 {
+            let src: IpAddr = if r.is_multiple_of(15) {
+                // IPv6 in IPv4-mapped form: the same bytes as an IPv4 source on ClickHouse
+                format!("::ffff:10.0.{}.{}", pick(3, 10), pick(9, 14))
+                    .parse()
+                    .unwrap()
+            } else if v6 {
                 format!("2001:db8:{}::{}", pick(3, 8), pick(7, 12))
                     .parse()
                     .unwrap()
@@ -73,7 +86,9 @@ fn flows() -> Vec<Flow> {
             };
             as_stored(&Flow {
                 ts_micros: T0 + i64::from(i) * 12_000_000 + (r % 1000) as i64,
-                exporter: if r.is_multiple_of(3) {
+                exporter: if r.is_multiple_of(7) {
+                    "::ffff:127.0.0.1"
+                } else if r.is_multiple_of(3) {
                     "127.0.0.1"
                 } else {
                     "127.0.0.2"
@@ -302,6 +317,24 @@ fn filters() -> Vec<Option<Expr>> {
             side: Side::Either,
             nets: vec![net("10.0.0.0/9")],
         })),
+        Some(pred(Pred::Addr {
+            side: Side::Src,
+            nets: vec![net("::ffff:0.0.0.0/96")],
+        })),
+        Some(pred(Pred::Addr {
+            side: Side::Src,
+            nets: vec![
+                net("::ffff:10.0.1.5"),
+                net("10.0.2.3"),
+                net("2001:db8:1::3"),
+            ],
+        })),
+        Some(pred(Pred::Addr {
+            side: Side::Src,
+            nets: vec![net("::/0")],
+        })),
+        Some(pred(Pred::Exporter(net("::ffff:127.0.0.1")))),
+        Some(pred(Pred::Exporter(net("127.0.0.0/8")))),
         Some(and(
             pred(Pred::Addr {
                 side: Side::Src,

@@ -22,7 +22,7 @@ const SOURCE_COLUMNS: &str = "exporter, bitAnd(v6_mapped, 1) AS e6, toUInt8(dire
     toUInt8(bitAnd(v6_mapped, 4) != 0) AS d6, dst_port, bytes";
 
 /// 0 for IPv4 (stored IPv4-mapped, family bit clear), 1 for IPv6: sorts IPv4 first.
-fn family(addr: &str, bit: &str) -> String {
+pub(super) fn family(addr: &str, bit: &str) -> String {
     format!("toUInt8(substring({addr}, 1, 12) != unhex('00000000000000000000FFFF') OR {bit} = 1)")
 }
 

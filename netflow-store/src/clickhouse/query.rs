@@ -169,7 +169,7 @@ impl Dialect for Ch {
         };
         let bytes = |v: String| format!("reverse(toFixedString(reinterpretAsString({v}), 8))");
         let (h6, l6) = (half_mask(key.v6_bits, 0), half_mask(key.v6_bits, 64));
-        let l4 = u64::MAX << 32 | u64::from(half_mask(key.v4_bits, 0) >> 32);
+        let l4 = u64::MAX << 32 | half_mask(key.v4_bits, 0) >> 32;
         format!(
             "if({}, toFixedString(concat({}, {}), 16), toFixedString(concat(substring({column}, \
              1, 8), {}), 16))",
@@ -341,8 +341,8 @@ impl ClickHouseStore {
     /// error, as on the other backends (whose sums are `bigint`).
     fn totals(&self, w: &str) -> Result<Totals, StoreError> {
         let sql = format!(
-            "SELECT count(), sum(packets), sum(bytes), sum(toFloat64(packets)) + \
-             sum(toFloat64(bytes)) FROM {}flows WHERE {w} FORMAT RowBinary",
+            "SELECT count(), sum(packets), sum(bytes), greatest(sum(toFloat64(packets)), \
+             sum(toFloat64(bytes))) FROM {}flows WHERE {w} FORMAT RowBinary",
             self.t
         );
         let reply = self.http.query_with(&sql, &size_settings(&sql))?;

@@ -13,6 +13,7 @@
 //! NETFLOW_BENCH_READ_FLOWS_PER_MINUTE=1000000              window-read: flows per minute
 //! NETFLOW_BENCH_BOT_FLOWS=6000000                          flows in the bot's 1-minute window
 //! NETFLOW_BENCH_BOT_INTERVALS=all                          bot: the jobs run (all, or 1min,15min,...)
+//! NETFLOW_BENCH_BOT_READS=2                                bot: reads of the window alone (at most 3)
 //! NETFLOW_BENCH_BIN_DIR=target/release                     where the apps binaries are
 //! ```
 //!
@@ -47,7 +48,7 @@ use target::{Kind, Target};
 /// Exporters of the generated traffic (loopback addresses, one socket each).
 const EXPORTERS: u8 = 10;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())

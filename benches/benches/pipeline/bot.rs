@@ -126,7 +126,11 @@ pub fn bot_window(kind: Kind, n: usize, intervals: &str) {
     };
     let mut reads = Vec::new();
     let mut flows = 0;
-    for job in ["bench-read", "bench-read-2"] {
+    let n_reads: usize = super::env_or("NETFLOW_BENCH_BOT_READS", 2);
+    for job in ["bench-read", "bench-read-2", "bench-read-3"]
+        .into_iter()
+        .take(n_reads)
+    {
         let l = load();
         let (c0, p0) = cpu();
         let t = Instant::now();
@@ -138,6 +142,31 @@ pub fn bot_window(kind: Kind, n: usize, intervals: &str) {
         let wall = t.elapsed();
         let (c1, p1) = cpu();
         reads.push((l, wall, c1 - c0, p1 - p0));
+    }
+
+    // On ClickHouse also the rows streamed to the bot (no pushdown), for comparison.
+    let mut streamed = None;
+    if kind == Kind::ClickHouse {
+        let l = load();
+        let (c0, p0) = cpu();
+        let t = Instant::now();
+        let w = bot::aggregate_flows(|f| {
+            let r = netflow_store::jobs::read_window(
+                store.as_mut(),
+                "bench-stream",
+                &exporters,
+                60_000_000,
+                netflow_store::Fields::Aggregation,
+                f,
+            )?;
+            Ok::<_, netflow_store::StoreError>(r.map_or(0, |r| r.flows))
+        })
+        .expect("stream");
+        let n = w.flows();
+        drop(w);
+        let wall = t.elapsed();
+        let (c1, p1) = cpu();
+        streamed = Some((l, n, wall, c1 - c0, p1 - p0));
     }
 
     let store2 = netflow_store::open(&cfg).expect("store");
@@ -166,6 +195,13 @@ pub fn bot_window(kind: Kind, n: usize, intervals: &str) {
     for (l, wall, own, srv) in reads {
         println!(
             "| {} | read + aggregate only | {l} | {flows} | | {:.2} | | {own:.2} / {srv:.2} |",
+            kind.label(),
+            wall.as_secs_f64()
+        );
+    }
+    if let Some((l, n, wall, own, srv)) = streamed {
+        println!(
+            "| {} | read + aggregate, rows streamed to the bot | {l} | {n} | | {:.2} | | {own:.2} / {srv:.2} |",
             kind.label(),
             wall.as_secs_f64()
         );

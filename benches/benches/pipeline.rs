@@ -8,6 +8,7 @@
 //! NETFLOW_BENCH_RATES=50000,100000,200000,300000,500000   flows/s, one run each
 //! NETFLOW_BENCH_SECS=30                                    seconds of traffic per rate
 //! NETFLOW_BENCH_STORES=postgres                            postgres, clickhouse or both (a,b)
+//! NETFLOW_BENCH_BATCH_FLOWS=20000                          the writer's BATCH_FLOWS (its default)
 //! NETFLOW_BENCH_PART=all                                   all | pipeline | bot | aggregate | window-read
 //! NETFLOW_BENCH_READ_MINUTES=30                            window-read: minutes of one hour written
 //! NETFLOW_BENCH_READ_FLOWS_PER_MINUTE=1000000              window-read: flows per minute
@@ -291,7 +292,14 @@ fn run_rate(bins: &Path, kind: Kind, rate: u64, secs: u64) -> Row {
     let writer = Proc::start(
         &bins.join("netflow-writer"),
         &dir,
-        &[db.env(), vec![("NAMED_PIPE_FILENAME", pipe.clone())]].concat(),
+        &[
+            db.env(),
+            vec![("NAMED_PIPE_FILENAME", pipe.clone())],
+            std::env::var("NETFLOW_BENCH_BATCH_FLOWS")
+                .map(|b| vec![("BATCH_FLOWS", b)])
+                .unwrap_or_default(),
+        ]
+        .concat(),
         &["--state-dir", "."],
     );
     writer.wait_for("store open", Duration::from_secs(60));

@@ -261,7 +261,17 @@ impl ClickHouseServer {
                 .map_err(|e| format!("cannot write {}: {e}", conf.join(name).display()))
         };
         write("config.xml", &xml)?;
-        write("users.xml", USERS_XML)?;
+        // the benchmarks' server gets ClickHouse's own per-query memory limit (10 GB), not the
+        // tests' 2 GB: the bot's pushdown over a 30M-flow window needs more than 2 GB
+        let users = if self.instance.name == BENCH.name {
+            USERS_XML.replace(
+                "<max_memory_usage>2000000000</max_memory_usage>",
+                "<max_memory_usage>10000000000</max_memory_usage>",
+            )
+        } else {
+            USERS_XML.to_owned()
+        };
+        write("users.xml", &users)?;
         let log = File::create(dir.join("log/stdout.log"))
             .map_err(|e| format!("cannot create the server's stdout log: {e}"))?;
         let log2 = log

@@ -222,7 +222,120 @@ fn two_shards_two_writers_every_flow_counted_once() {
             "a shard without flows"
         );
     }
+    forensic_queries_over_the_shards(&mut *bot, &generated, &bot_db.name, &shard1);
     for p in [w1, c1, w2, c2] {
         assert!(p.stop().success());
     }
+}
+
+/// `netflow-query`'s queries on the bot's `Distributed` tables: grouped in the shards, merged
+/// and ranked in the first; each group's flows and bytes equal those of the flows sent.
+fn forensic_queries_over_the_shards(
+    bot: &mut dyn netflow_store::Store,
+    generated: &[JFlow],
+    bot_db: &str,
+    server: &ClickHouseServer,
+) {
+    use netflow_store::query::{Either, Expr, Field, Key, Order, Output, Pred, Query, QueryRow};
+    use std::collections::BTreeMap;
+    type Rows = Vec<(Vec<String>, u64, u64)>;
+    let run = |bot: &mut dyn netflow_store::Store, filter: Option<Expr>, output| {
+        let q = Query {
+            from_micros: i64::MIN,
+            to_micros: i64::MAX,
+            filter,
+            output,
+        };
+        let mut rows: Rows = Vec::new();
+        let t = bot
+            .query(&q, &mut |r| {
+                if let QueryRow::Group(g) = r {
+                    let keys = g.keys.iter().map(|k| k.to_string()).collect();
+                    rows.push((keys, g.flows, g.bytes));
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        (rows, t)
+    };
+    // the reference: flows and bytes per key, ordered by `metric` descending, then key
+    let reference = |keys: &dyn Fn(&JFlow) -> Vec<IpAddr>, by_bytes: bool, n: usize| {
+        let mut m: BTreeMap<IpAddr, (u64, u64)> = BTreeMap::new();
+        for f in generated {
+            for k in keys(f) {
+                let e = m.entry(k).or_default();
+                *e = (e.0 + 1, e.1 + f.bytes);
+            }
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| {
+            let m = |x: &(u64, u64)| if by_bytes { x.1 } else { x.0 };
+            m(&b.1).cmp(&m(&a.1)).then(a.0.cmp(&b.0))
+        });
+        v.truncate(n);
+        v.into_iter()
+            .map(|(a, (fl, by))| (vec![a.to_string()], fl, by))
+            .collect::<Rows>()
+    };
+    let groups = |keys: Vec<Key>, either, order, limit| Output::Groups {
+        keys,
+        either,
+        order,
+        limit,
+    };
+    // every source address, by bytes
+    let (rows, t) = run(
+        bot,
+        None,
+        groups(vec![Key::SRC_ADDR], None, Order::Bytes, None),
+    );
+    assert_eq!(t.flows as usize, generated.len(), "totals over the shards");
+    assert_eq!(
+        t.bytes,
+        generated.iter().map(|f| f.bytes).sum::<u64>(),
+        "bytes over the shards"
+    );
+    assert_eq!(rows, reference(&|f| vec![f.src], true, usize::MAX));
+    // the top 10 addresses of either side, by flows, of one protocol
+    let (rows, _) = run(
+        bot,
+        Some(Expr::Pred(Pred::Protocol(6))),
+        groups(vec![], Some(Either::Addr), Order::Flows, Some(10)),
+    );
+    let want = reference(
+        &|f| {
+            if f.protocol == 6 {
+                vec![f.src, f.dst]
+            } else {
+                vec![]
+            }
+        },
+        false,
+        10,
+    );
+    assert!(!want.is_empty());
+    assert_eq!(rows, want, "top 10 ip of TCP flows");
+    // flows per exporter: each shard's exporters, once
+    let (rows, _) = run(
+        bot,
+        None,
+        groups(vec![Key::of(Field::Exporter)], None, Order::Flows, None),
+    );
+    assert_eq!(rows, reference(&|f| vec![f.exporter], false, usize::MAX));
+    assert_eq!(rows.len(), 3, "exporters of both shards");
+    // and the command line on the same database
+    let out = std::process::Command::new(bin("netflow-query"))
+        .env("CLICKHOUSE_URL", server.url())
+        .env("CLICKHOUSE_DATABASE", bot_db)
+        .env_remove("DB_HOST")
+        .args(["-t", "2000/01/01.00:00:00", "-s", "exporter", "-o", "csv"])
+        .output()
+        .expect("run netflow-query");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{} flows", generated.len())),
+        "netflow-query over the shards: {err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
 }

@@ -2,7 +2,7 @@
 //! the real-exporter captures replayed) are sent both to `nfcapd` and to our all-in-one
 //! collector; then each statistic, each filter form, combinations and a time window are asked
 //! of `nfdump -R DIR ... -o csv` and of `netflow-query ... -o csv`, which must give the same
-//! rows and numbers. Once on SQLite, once on PostgreSQL.
+//! rows and numbers. On SQLite, on PostgreSQL and on ClickHouse.
 //!
 //! Deliberate differences, handled here and documented in the README:
 //! * nfdump's time window `-t` keeps flows that started and ended inside it; ours keeps flows
@@ -275,6 +275,10 @@ impl Fed {
             "DB_USERNAME",
             "DB_PASSWORD",
             "DB_FILE",
+            "CLICKHOUSE_URL",
+            "CLICKHOUSE_DATABASE",
+            "CLICKHOUSE_USER",
+            "CLICKHOUSE_PASSWORD",
         ] {
             cmd.env_remove(k);
         }
@@ -587,5 +591,16 @@ fn nfdump_and_netflow_query_agree_on_sqlite() {
 fn nfdump_and_netflow_query_agree_on_postgresql() {
     let db = PgDb::new("nfquery");
     let fed = feed(db.env());
+    compare(&fed);
+}
+
+#[test]
+fn nfdump_and_netflow_query_agree_on_clickhouse() {
+    let server = netflow_store::test_support::clickhouse::ClickHouseServer::shared();
+    let db = netflow_store::test_support::clickhouse::TestDatabase::new(&server, "nfquery");
+    let fed = feed(vec![
+        ("CLICKHOUSE_URL", server.url()),
+        ("CLICKHOUSE_DATABASE", db.name.clone()),
+    ]);
     compare(&fed);
 }

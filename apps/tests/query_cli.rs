@@ -1,14 +1,15 @@
 //! The `netflow-query` command line: output keys, exit statuses, one-line errors, and SQL
 //! injection through every value position of the filter (each a filter error, the store
-//! untouched).
+//! untouched), on each backend: SQLite, PostgreSQL and ClickHouse.
 
 mod common;
 
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{TempDir, bin};
-use netflow_store::{Backend, Flow, StoreConfig};
+use common::{PgDb, TempDir, bin};
+use netflow_store::test_support::clickhouse::{ClickHouseServer, TestDatabase};
+use netflow_store::{Backend, ClickHouseConfig, Flow, StoreConfig};
 
 fn now_us() -> i64 {
     SystemTime::now()
@@ -17,17 +18,72 @@ fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-struct Db {
-    _dir: TempDir,
-    file: String,
+/// The store settings every run starts without.
+const STORE_VARS: [&str; 9] = [
+    "DB_HOST",
+    "DB_DATABASE",
+    "DB_USERNAME",
+    "DB_PASSWORD",
+    "DB_FILE",
+    "CLICKHOUSE_URL",
+    "CLICKHOUSE_DATABASE",
+    "CLICKHOUSE_USER",
+    "CLICKHOUSE_PASSWORD",
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sqlite,
+    Postgres,
+    ClickHouse,
 }
 
-/// Three flows ten minutes ago in a fresh SQLite store.
-fn db() -> Db {
+/// A store of one backend, removed on drop, and the environment that names it.
+struct Db {
+    _dir: TempDir,
+    _pg: Option<PgDb>,
+    _ch: Option<TestDatabase>,
+    env: Vec<(&'static str, String)>,
+}
+
+/// Three flows ten minutes ago in a fresh store.
+fn db(kind: Kind) -> Db {
     let dir = TempDir::new("query-cli");
-    let file = dir.path().join("flows.db").display().to_string();
-    let mut s =
-        netflow_store::open(&StoreConfig::new(Backend::Sqlite(file.clone().into()))).expect("open");
+    let (mut pg, mut ch) = (None, None);
+    let (config, env) = match kind {
+        Kind::Sqlite => {
+            let file = dir.path().join("flows.db").display().to_string();
+            (
+                StoreConfig::new(Backend::Sqlite(file.clone().into())),
+                vec![("DB_FILE", file)],
+            )
+        }
+        Kind::Postgres => {
+            let db = PgDb::new("querycli");
+            let c: ::postgres::Config = format!(
+                "host=127.0.0.1 port={} user=postgres dbname={}",
+                db.port, db.name
+            )
+            .parse()
+            .expect("PostgreSQL config");
+            let env = db.env();
+            pg = Some(db);
+            (StoreConfig::new(Backend::Postgres(Box::new(c))), env)
+        }
+        Kind::ClickHouse => {
+            let server = ClickHouseServer::shared();
+            let db = TestDatabase::new(&server, "querycli");
+            let c = ClickHouseConfig::new(&server.url(), &db.name, None, None)
+                .expect("ClickHouse config");
+            let env = vec![
+                ("CLICKHOUSE_URL", server.url()),
+                ("CLICKHOUSE_DATABASE", db.name.clone()),
+            ];
+            ch = Some(db);
+            (StoreConfig::new(Backend::ClickHouse(c)), env)
+        }
+    };
+    let mut s = netflow_store::open(&config).expect("open");
     let t = now_us() - 600_000_000;
     let f = |i: i64, src: &str, port: u16, bytes: u64| Flow {
         ts_micros: t + i,
@@ -50,35 +106,65 @@ fn db() -> Db {
         f(2, "10.0.0.2", 22, 50),
     ])
     .expect("write");
-    Db { _dir: dir, file }
+    Db {
+        _dir: dir,
+        _pg: pg,
+        _ch: ch,
+        env,
+    }
 }
 
-fn query(db_file: &str, args: &[&str]) -> Output {
+fn run_with(env: &[(&str, String)], args: &[&str]) -> Output {
     let mut c = Command::new(bin("netflow-query"));
-    for k in [
-        "DB_HOST",
-        "DB_DATABASE",
-        "DB_USERNAME",
-        "DB_PASSWORD",
-        "DB_FILE",
-    ] {
+    for k in STORE_VARS {
         c.env_remove(k);
     }
-    c.env("DB_FILE", db_file)
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .args(args)
         .stdin(Stdio::null())
         .output()
         .expect("run netflow-query")
 }
 
+fn query(db: &Db, args: &[&str]) -> Output {
+    run_with(&db.env, args)
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[test]
-fn ndjson_keys_and_summary() {
-    let db = db();
-    let o = query(&db.file, &["-o", "ndjson", "-s", "srcip/bytes"]);
+macro_rules! every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Kind::Sqlite);
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Kind::Postgres);
+            })*
+        }
+        mod clickhouse {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Kind::ClickHouse);
+            })*
+        }
+    };
+}
+
+every_backend!(
+    ndjson_keys_and_summary,
+    sql_injection_through_every_value_position_is_a_filter_error
+);
+
+fn ndjson_keys_and_summary(kind: Kind) {
+    let db = db(kind);
+    let o = query(&db, &["-o", "ndjson", "-s", "srcip/bytes"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(
         text(&o.stdout),
@@ -90,13 +176,13 @@ fn ndjson_keys_and_summary() {
         err.starts_with("netflow-query: 3 flows, 9 packets, 450 bytes"),
         "{err}"
     );
-    let o = query(&db.file, &["-o", "ndjson", "-s", "record", "dst port 443"]);
+    let o = query(&db, &["-o", "ndjson", "-s", "record", "dst port 443"]);
     let first = text(&o.stdout).lines().next().unwrap_or("").to_owned();
     assert_eq!(
         first,
         "{\"srcip\":\"10.0.0.1\",\"dstip\":\"198.51.100.7\",\"srcport\":\"40000\",\"dstport\":\"443\",\"proto\":\"TCP\",\"flows\":1,\"packets\":3,\"bytes\":100}"
     );
-    let o = query(&db.file, &["-o", "ndjson", "-c", "1"]);
+    let o = query(&db, &["-o", "ndjson", "-c", "1"]);
     let line = text(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
     let keys: Vec<&str> = v
@@ -131,9 +217,9 @@ fn ndjson_keys_and_summary() {
 
 #[test]
 fn exit_statuses_and_one_line_errors() {
-    let db = db();
+    let db = db(Kind::Sqlite);
     // an empty result is a success
-    let o = query(&db.file, &["-s", "dstip", "port 9"]);
+    let o = query(&db, &["-s", "dstip", "port 9"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     for (args, needle) in [
         (
@@ -146,28 +232,37 @@ fn exit_statuses_and_one_line_errors() {
         (&["-A", "srcip4/33"][..], "-A: unknown key"),
         (&["--frobnicate"][..], "--frobnicate"),
     ] {
-        let o = query(&db.file, args);
+        let o = query(&db, args);
         let err = text(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let o = query("/nonexistent/flows.db", &[]);
+    let o = run_with(&[("DB_FILE", "/nonexistent/flows.db".into())], &[]);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("setting DB_FILE"), "{err}");
-    let mut c = Command::new(bin("netflow-query"));
-    let o = c
-        .env("DB_HOST", "127.0.0.1:1")
-        .env("DB_DATABASE", "x")
-        .env("DB_USERNAME", "x")
-        .output()
-        .expect("run");
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("setting DB_HOST"), "{err}");
-    let o = query(&db.file, &["--help"]);
+    for (env, setting) in [
+        (
+            vec![
+                ("DB_HOST", "127.0.0.1:1".to_owned()),
+                ("DB_DATABASE", "x".to_owned()),
+                ("DB_USERNAME", "x".to_owned()),
+            ],
+            "setting DB_HOST",
+        ),
+        (
+            vec![("CLICKHOUSE_URL", "http://127.0.0.1:1".to_owned())],
+            "setting CLICKHOUSE_URL",
+        ),
+    ] {
+        let o = run_with(&env, &[]);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(setting), "{err}");
+    }
+    let o = query(&db, &["--help"]);
     let help = text(&o.stdout);
     for needle in [
         "FILTER",
@@ -180,9 +275,8 @@ fn exit_statuses_and_one_line_errors() {
     }
 }
 
-#[test]
-fn sql_injection_through_every_value_position_is_a_filter_error() {
-    let db = db();
+fn sql_injection_through_every_value_position_is_a_filter_error(kind: Kind) {
+    let db = db(kind);
     let attacks = [
         "src ip 10.0.0.1'; DROP TABLE netflow_flows; --",
         "dst ip 10.0.0.1' OR '1'='1",
@@ -206,7 +300,7 @@ fn sql_injection_through_every_value_position_is_a_filter_error() {
     ];
     for a in attacks {
         for args in [vec![a], vec!["-s", "srcip", a]] {
-            let o = query(&db.file, &args);
+            let o = query(&db, &args);
             let err = text(&o.stderr);
             assert_eq!(o.status.code(), Some(2), "{a}: {err}");
             assert!(err.contains("filter:1:"), "{a}: {err}");
@@ -214,6 +308,18 @@ fn sql_injection_through_every_value_position_is_a_filter_error() {
         }
     }
     // and the store still holds its three flows
-    let o = query(&db.file, &["-s", "proto"]);
+    let o = query(&db, &["-s", "proto"]);
     assert!(text(&o.stderr).contains("3 flows"), "{}", text(&o.stderr));
+    // every value position reaches the store's SQL and selects what it says
+    let all = "src ip 10.0.0.2 and dst ip 198.51.100.7 and ip in [10.0.0.2 2001:db8::1] and \
+               src net 10.0.0.0/8 and not net 2001:db8::/32 and src port 40000 and \
+               dst port 443 and port in [443 8443] and port > 1023 and proto tcp and \
+               in if 2 and out if 5 and if < 6 and exporter 192.0.2.0/24 and \
+               router ip 192.0.2.1 and flags SA and bytes > 200 and packets < 10 and ipv4";
+    let o = query(&db, &["-o", "ndjson", "-s", "srcip/bytes", all]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "{\"srcip\":\"10.0.0.2\",\"flows\":1,\"packets\":3,\"bytes\":300}\n"
+    );
 }

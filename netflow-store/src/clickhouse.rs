@@ -37,6 +37,7 @@
 
 mod http;
 mod pushdown;
+mod query;
 mod read;
 pub(crate) mod rowbinary;
 mod schema;
@@ -537,6 +538,15 @@ impl FlowRead for ClickHouseStore {
         }
         out.sort_by_key(|e| e.addr);
         Ok(out)
+    }
+
+    fn query(
+        &mut self,
+        q: &crate::query::Query,
+        f: &mut dyn FnMut(crate::query::QueryRow<'_>) -> std::ops::ControlFlow<()>,
+    ) -> Result<crate::query::Totals, StoreError> {
+        q.validate()?;
+        self.run_query(q, f)
     }
 }
 

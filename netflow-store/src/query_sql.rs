@@ -1,7 +1,8 @@
-//! What both backends' query compilers share: the filter turned into a `WHERE` clause whose
-//! every value is a bound parameter, and the select lists of a grouped query. Each backend
-//! supplies a [`Dialect`]: how it binds a value and spells an address test, a masked address
-//! and the family of an address.
+//! What the backends' query compilers share: the filter turned into a `WHERE` clause whose
+//! every value is a bound parameter (on ClickHouse, a literal the compiler formats from a
+//! number: see `clickhouse/query.rs`), and the select lists of a grouped query. Each backend
+//! supplies a [`Dialect`]: how it binds a value and spells an address test, a masked address,
+//! the family of an address and a bit test.
 
 use crate::query::{
     Counter, Either, Expr, Family, Field, IfSide, Key, Net, Output, Pred, Query, group_fields,
@@ -16,6 +17,17 @@ pub(crate) trait Dialect {
     fn window(&mut self, from_micros: i64, to_micros: i64) -> (String, String);
     /// `column` lies in `net` (a test an index on `column` serves).
     fn addr_in(&mut self, column: &'static str, net: &Net) -> String;
+    /// The tests of `column` lying in one of `nets`, to be joined by `OR` (a backend may
+    /// fold hosts into one `IN` list).
+    fn addr_any(&mut self, column: &'static str, nets: &[Net]) -> Vec<String> {
+        nets.iter().map(|n| self.addr_in(column, n)).collect()
+    }
+    /// Every bit of `mask` is set in `column`.
+    fn all_bits(&mut self, column: &'static str, mask: i64) -> String {
+        let m = self.int(column, mask);
+        let m2 = self.int(column, mask);
+        format!("({column} & {m}) = {m2}")
+    }
     /// The address in `column` is of `family`.
     fn family(&self, column: &'static str, family: Family) -> String;
     /// The select expression of `column` with `key`'s prefix lengths applied.
@@ -55,9 +67,7 @@ fn pred(d: &mut impl Dialect, p: &Pred) -> String {
         Pred::Addr { side, nets } => {
             let mut parts = Vec::new();
             for col in side_columns(*side, "src_addr", "dst_addr") {
-                for n in nets {
-                    parts.push(d.addr_in(col, n));
-                }
+                parts.extend(d.addr_any(col, nets));
             }
             any(parts)
         }
@@ -85,11 +95,7 @@ fn pred(d: &mut impl Dialect, p: &Pred) -> String {
                 .collect())
         }
         Pred::Exporter(n) => d.addr_in("exporter", n),
-        Pred::Flags(mask) => {
-            let m = d.int("tcp_flags", i64::from(*mask));
-            let m2 = d.int("tcp_flags", i64::from(*mask));
-            format!("(tcp_flags & {m}) = {m2}")
-        }
+        Pred::Flags(mask) => d.all_bits("tcp_flags", i64::from(*mask)),
         Pred::Counter {
             counter,
             cmp,

@@ -56,6 +56,24 @@ impl Dialect for Sqlite {
         format!("({column} >= {lo} AND {column} <= {hi} AND length({column}) = {len})")
     }
 
+    fn addr_any(&mut self, column: &'static str, nets: &[Net]) -> Vec<String> {
+        // hosts in one IN list: a chain of 1000 ORs is deeper than SQLite's expression limit
+        let mut hosts = Vec::new();
+        let mut parts = Vec::new();
+        for n in nets {
+            let (lo, hi) = n.bounds();
+            if lo == hi {
+                hosts.push(self.bind(SqlValue::Blob(lo)));
+            } else {
+                parts.push(self.addr_in(column, n));
+            }
+        }
+        if !hosts.is_empty() {
+            parts.push(format!("{column} IN ({})", hosts.join(", ")));
+        }
+        parts
+    }
+
     fn family(&self, column: &'static str, family: Family) -> String {
         match family {
             Family::V4 => format!("length({column}) = 4"),

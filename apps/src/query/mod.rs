@@ -55,8 +55,8 @@ window) goes to stderr. Exit status: 0 when the query ran (even with no rows), 2
 time or filter error, 1 when the store cannot be opened or read.";
 
 /// Query the stored flows the way nfdump does: a time window, a filter expression, top-N
-/// statistics or the flows themselves. The query runs inside the store (SQLite or PostgreSQL,
-/// the same settings as the other binaries).
+/// statistics or the flows themselves. The query runs inside the store (SQLite, PostgreSQL or
+/// ClickHouse, the same settings as the other binaries).
 #[derive(Parser, Debug)]
 #[command(name = "netflow-query", version, after_long_help = GRAMMAR)]
 pub struct QueryCli {

@@ -118,7 +118,16 @@ impl Http {
 
     /// A small reply, whole (a `FORMAT RowBinary` query's bytes).
     pub(crate) fn query(&self, sql: &str) -> Result<Vec<u8>, StoreError> {
-        let mut resp = self.post(true, None, &[], sql.as_bytes())?;
+        self.query_with(sql, &[])
+    }
+
+    /// [`Http::query`] with settings for this statement.
+    pub(crate) fn query_with(
+        &self,
+        sql: &str,
+        settings: &[(&str, String)],
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut resp = self.post(true, None, settings, sql.as_bytes())?;
         resp.body_mut()
             .with_config()
             .limit(MAX_SMALL_REPLY)
@@ -134,7 +143,18 @@ impl Http {
         row_len: usize,
         f: &mut RowSink<'_>,
     ) -> Result<(), StoreError> {
-        let resp = self.post(true, None, &[], sql.as_bytes())?;
+        self.query_rows_with(sql, row_len, &[], f)
+    }
+
+    /// [`Http::query_rows`] with settings for this statement.
+    pub(crate) fn query_rows_with(
+        &self,
+        sql: &str,
+        row_len: usize,
+        settings: &[(&str, String)],
+        f: &mut RowSink<'_>,
+    ) -> Result<(), StoreError> {
+        let resp = self.post(true, None, settings, sql.as_bytes())?;
         let mut reader = resp.into_body().into_reader();
         let mut buf = vec![0u8; row_len * 4096];
         let mut filled = 0;

@@ -9,6 +9,7 @@
 //!   under an exclusive file lock like the PostgreSQL [`super::PrivateServer`].
 //! * [`ClickHouseServer::second_shard`]: the second shard of the two-shard test cluster
 //!   [`CLUSTER`] (the shared server is the first).
+//! * [`ClickHouseServer::bench`]: the benchmarks' server, apart from the tests'.
 //!
 //! When the server cannot start, these panic with one line saying why: a test that needs
 //! ClickHouse fails, it does not skip.
@@ -62,6 +63,14 @@ pub const SHARD2: Instance = Instance {
     interserver: 19011,
 };
 
+/// The benchmarks' server (`benches/`): apart from the tests', so that its CPU is the bench's.
+pub const BENCH: Instance = Instance {
+    name: "bench",
+    http: 18126,
+    tcp: 19003,
+    interserver: 19012,
+};
+
 /// A running test server; for [`ClickHouseServer::private`] also the exclusive right to stop it.
 #[derive(Debug)]
 pub struct ClickHouseServer {
@@ -88,6 +97,16 @@ impl ClickHouseServer {
     #[track_caller]
     pub fn second_shard() -> ClickHouseServer {
         ClickHouseServer::running(SHARD2, false)
+    }
+
+    /// The benchmarks' server ([`BENCH`]), started if it is down.
+    ///
+    /// # Panics
+    ///
+    /// As [`ClickHouseServer::shared`].
+    #[track_caller]
+    pub fn bench() -> ClickHouseServer {
+        ClickHouseServer::running(BENCH, false)
     }
 
     /// The private server, started if it is down, held exclusively until dropped (then started
@@ -151,6 +170,15 @@ impl ClickHouseServer {
 
     fn dir(&self) -> PathBuf {
         std::env::temp_dir().join(format!("netflow-test-clickhouse-{}", self.instance.name))
+    }
+
+    /// The server's process id, when this test-support started it (from its pid file).
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir().join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Whether the server answers `/ping`.
@@ -233,7 +261,17 @@ impl ClickHouseServer {
                 .map_err(|e| format!("cannot write {}: {e}", conf.join(name).display()))
         };
         write("config.xml", &xml)?;
-        write("users.xml", USERS_XML)?;
+        // the benchmarks' server gets ClickHouse's own per-query memory limit (10 GB), not the
+        // tests' 2 GB: the bot's pushdown over a 30M-flow window needs more than 2 GB
+        let users = if self.instance.name == BENCH.name {
+            USERS_XML.replace(
+                "<max_memory_usage>2000000000</max_memory_usage>",
+                "<max_memory_usage>10000000000</max_memory_usage>",
+            )
+        } else {
+            USERS_XML.to_owned()
+        };
+        write("users.xml", &users)?;
         let log = File::create(dir.join("log/stdout.log"))
             .map_err(|e| format!("cannot create the server's stdout log: {e}"))?;
         let log2 = log

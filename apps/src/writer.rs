@@ -16,15 +16,13 @@ use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
 
-use netflow_wire::{
-    DecodeError, Decoder, ExporterKey, Flow, Header, Limits,
-    sequence::{SequenceAdvance, SequenceKey, SequenceTracker},
-};
+use netflow_wire::{DecodeError, Decoder, ExporterKey, Flow, Limits, sequence::SequenceAdvance};
 use tracing::{debug, info, warn};
 
 use crate::collector::QueueRx;
 use crate::delivery::Delivery;
 use crate::frame::Datagram;
+use crate::sequence_loss::SequenceLoss;
 use crate::stats::{self, Counters, RateLimit};
 
 /// Writer settings.
@@ -117,7 +115,7 @@ impl ExporterDelta {
 pub struct Writer {
     cfg: WriterConfig,
     decoder: Decoder,
-    seq: SequenceTracker,
+    seq: SequenceLoss,
     batch: Vec<Flow>,
     batch_started: Option<Instant>,
     delivery: Delivery,
@@ -127,30 +125,9 @@ pub struct Writer {
     templates_checked: Instant,
     warn_decode: RateLimit,
     warn_seq: RateLimit,
-    /// Per sequence key, the units missing as last reported (the tracker's settled reading).
-    seq_lost_seen: HashMap<SequenceKey, u64>,
     warn_evict: RateLimit,
     /// The decoder's eviction count already added to the counters.
     evicted_seen: u64,
-}
-
-impl Writer {
-    /// How much the units missing from this packet's sequence key changed with it, as the
-    /// tracker now reads them. Not the packet's own gap: until the tracker has seen how an
-    /// exporter counts (softflowd's IPFIX counts the current message), an early packet can
-    /// read as a gap that later packets show was none, and a late packet fills a gap.
-    fn sequence_loss_change(&mut self, exporter: ExporterKey, header: &Header) -> i64 {
-        let key = SequenceKey {
-            exporter,
-            version: header.version,
-            source_id: header.source_id,
-        };
-        let Some(now) = self.seq.stats(&key).map(|s| s.lost) else {
-            return 0;
-        };
-        let before = self.seq_lost_seen.insert(key, now).unwrap_or(0);
-        i64::try_from(now).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX)
-    }
 }
 
 fn reason(e: &DecodeError) -> &'static str {
@@ -213,7 +190,7 @@ impl Writer {
             batch: Vec::with_capacity(cfg.batch_flows),
             cfg,
             decoder,
-            seq: SequenceTracker::default(),
+            seq: SequenceLoss::default(),
             batch_started: None,
             delivery,
             exporters: HashMap::new(),
@@ -222,7 +199,6 @@ impl Writer {
             templates_checked: Instant::now(),
             warn_decode: RateLimit::new(period),
             warn_seq: RateLimit::new(period),
-            seq_lost_seen: HashMap::new(),
             warn_evict: RateLimit::new(period),
             evicted_seen: 0,
         }
@@ -291,8 +267,7 @@ impl Writer {
         // records, options included; released pending sets belong to earlier datagrams).
         let units = SequenceAdvance::of(&header, decoded.data_records(), decoded.options_records());
         let key = ExporterKey::from(exporter);
-        self.seq.observe_advance(key, &header, units);
-        let lost = self.sequence_loss_change(key, &header);
+        let lost = self.seq.observe(key, &header, units);
         if lost > 0 {
             stats::add(&c.sequence_lost, lost.unsigned_abs());
             if let Some(suppressed) = self.warn_seq.allow() {
@@ -611,47 +586,6 @@ mod tests {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
         ));
         drop(w);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    /// A v5 gap counts its flows as lost; the late packet that fills it takes them back; an
-    /// exporter's own numbering quirk read early is not reported as loss for good.
-    #[test]
-    fn test_sequence_loss_follows_the_trackers_reading() {
-        let dir = std::env::temp_dir().join(format!("netflow-seq-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let cfg =
-            netflow_store::StoreConfig::new(netflow_store::Backend::Sqlite(dir.join("flows.db")));
-        let store = netflow_store::open(&cfg).expect("store");
-        let counters = Arc::new(Counters::default());
-        let mut w = Writer::new(store, WriterConfig::new(&dir), Arc::clone(&counters));
-        let flows = [Flow::default(), Flow::default()];
-        let lost = |w: &mut Writer, sequence: u32| {
-            let header = Header {
-                version: 5,
-                count: 2,
-                sys_uptime_ms: Some(10_000 + sequence),
-                export_secs: 1_700_000_000,
-                sequence,
-                ..Header::default()
-            };
-            let mut payload = Vec::new();
-            netflow_wire::emit::v5(&mut payload, &header, &flows).expect("emit");
-            w.handle(&Datagram {
-                exporter: "192.0.2.9:2055".parse().expect("addr"),
-                ts_micros: 1_700_000_000_000_000,
-                payload: payload.into(),
-            });
-            counters.sequence_lost.load(Ordering::Relaxed)
-        };
-        assert_eq!(lost(&mut w, 0), 0);
-        assert_eq!(lost(&mut w, 2), 0);
-        assert_eq!(lost(&mut w, 6), 2, "flows 4 and 5 missing");
-        assert_eq!(lost(&mut w, 8), 2);
-        assert_eq!(lost(&mut w, 4), 0, "the late packet brought them");
-        assert_eq!(lost(&mut w, 14), 4, "flows 10 to 13 missing");
-        w.shutdown();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

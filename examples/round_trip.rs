@@ -2,7 +2,7 @@
 //! `cargo run -p netflow-examples --example round_trip`.
 
 use netflow_wire::emit::Message;
-use netflow_wire::{Decoder, FieldId, FieldSpec, Flow, Header, Limits};
+use netflow_wire::{Decoder, FieldId, Flow, Header, Limits, template::FieldSpec};
 
 fn main() -> Result<(), netflow_wire::DecodeError> {
     let template = [

@@ -8,7 +8,7 @@ leaks() { case "$1" in v9|ipfix) echo -detect_leaks=0 ;; esac; }
 cd "$(dirname "$0")"
 secs=${1:-600}
 python3 seed.py
-for t in v5 v9 ipfix normalize snapshot; do
+for t in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
   RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 $(leaks "$t") -print_final_stats=1 \
     > "logs/$t.log" 2>&1
   rc=$?

@@ -19,7 +19,7 @@ pub struct Summary {
     pub bad_packets: u64,
     /// Data records decoded (flows and options records).
     pub records: u64,
-    /// Flow records printed.
+    /// Flows printed: one a record, two for a biflow record whose halves both carry traffic.
     pub flows: u64,
     /// Data records that are not flows (options data, no addresses).
     pub other_records: u64,
@@ -53,7 +53,8 @@ impl std::fmt::Display for Summary {
 }
 
 /// Decodes `file` (datagrams to `port` only, when given) with one template cache, writing one
-/// JSON line per flow record to `out` (counters as exported). Sampling rates the exporters
+/// JSON line per flow to `out` (counters as exported; a biflow record's forward half, then its
+/// reverse half). Sampling rates the exporters
 /// announced (v5 header, v9/IPFIX options data) are written to `log`, one line each. Exporters are keyed by address, or by address and port
 /// with `key_by_port`. Problems are written to `log`, one line each.
 pub fn run(
@@ -114,17 +115,19 @@ pub fn run(
             let ctx = set.context();
             for r in set.records() {
                 s.records += 1;
-                match r.flow(ctx) {
-                    Some(f) => {
-                        s.flows += 1;
-                        if let Err(e) =
-                            flowjson::write_flow(out, &ctx.header, set.key().template_id, &f)
-                        {
-                            io_err = Some(e);
-                            return;
-                        }
+                // A biflow record (RFC 5103) is two flows, forward then reverse: a line each.
+                let mut flows = r.flows(ctx).peekable();
+                if flows.peek().is_none() {
+                    s.other_records += 1;
+                }
+                for f in flows {
+                    s.flows += 1;
+                    if let Err(e) =
+                        flowjson::write_flow(out, &ctx.header, set.key().template_id, &f)
+                    {
+                        io_err = Some(e);
+                        return;
                     }
-                    None => s.other_records += 1,
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netflow_wire::emit::{self, Message};
-use netflow_wire::{FieldId, FieldSpec, Flow, Header};
+use netflow_wire::{FieldId, Flow, Header, template::FieldSpec};
 
 use crate::Error;
 

@@ -17,6 +17,7 @@ pub mod flowjson;
 pub mod frame;
 pub mod generator;
 pub mod query;
+pub mod sequence_loss;
 pub mod spool;
 pub mod stats;
 pub mod writer;

@@ -45,7 +45,7 @@ counters! {
     template_misses: "data sets that arrived before their template (kept pending)",
     sets_lost: "data sets lost (template never came or pending buffer full)",
     exporters_evicted: "exporters whose templates were evicted from the full template cache (least recently seen first) to admit a new exporter",
-    sequence_lost: "units (v5 flows, v9 packets) missing in exporters' sequence numbers",
+    sequence_lost: "units (v5 flows, v9 packets, IPFIX records) missing in exporters' sequence numbers, as they read now (a late packet lowers it)",
     flows_stored: "flows written to the store",
     flows_late: "flows stored out of order (ts at or before the newest stored ts): the bot folds those its jobs already missed into their next windows",
     flows_buffered: "flows waiting in memory for the store",
@@ -141,7 +141,7 @@ impl Counters {
     pub fn prometheus(&self) -> String {
         let mut s = String::new();
         for (name, help, v) in self.snapshot() {
-            let kind = if name == "flows_buffered" {
+            let kind = if matches!(name, "flows_buffered" | "sequence_lost") {
                 "gauge"
             } else {
                 "counter"
@@ -213,6 +213,13 @@ impl Counters {
 /// Adds `n` to a counter.
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Takes `n` from a gauge, stopping at 0.
+pub fn sub(c: &AtomicU64, n: u64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 /// Lets a warning through at most once per period, counting the suppressed ones.

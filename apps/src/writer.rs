@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 
 use netflow_store::{Exporter, Store};
 
-use netflow_wire::{
-    DecodeError, Decoder, ExporterKey, Flow, Limits, SequenceEvent, SequenceTracker,
-};
+use netflow_wire::{DecodeError, Decoder, ExporterKey, Flow, Limits, sequence::SequenceAdvance};
 use tracing::{debug, info, warn};
 
 use crate::collector::QueueRx;
 use crate::delivery::Delivery;
 use crate::frame::Datagram;
+use crate::sequence_loss::SequenceLoss;
 use crate::stats::{self, Counters, RateLimit};
 
 /// Writer settings.
@@ -67,14 +66,16 @@ struct ExporterDelta {
     last: i64,
     packets: u64,
     flows: u64,
-    lost_packets: u64,
-    lost_flows: u64,
+    /// Signed: a late packet, or the tracker settling on how the exporter counts, takes back
+    /// units reported missing before.
+    lost_packets: i64,
+    lost_flows: i64,
 }
 
 impl ExporterDelta {
-    /// One datagram received at `ts` with `flows` of its own and `lost` sequence units
-    /// missing before it (flows for v5, packets otherwise).
-    fn datagram(&mut self, ts: i64, flows: u64, lost: u64, v5: bool) {
+    /// One datagram received at `ts` with `flows` of its own, and the change `lost` it made to
+    /// the sequence units missing (flows for v5, packets otherwise).
+    fn datagram(&mut self, ts: i64, flows: u64, lost: i64, v5: bool) {
         if self.first == 0 || ts < self.first {
             self.first = ts;
         }
@@ -99,8 +100,8 @@ impl ExporterDelta {
             last_seen_micros: self.last.max(self.first),
             packets: self.packets,
             flows: self.flows,
-            lost_packets: self.lost_packets,
-            lost_flows: self.lost_flows,
+            lost_packets: self.lost_packets.max(0).unsigned_abs(),
+            lost_flows: self.lost_flows.max(0).unsigned_abs(),
         }
     }
 }
@@ -114,7 +115,7 @@ impl ExporterDelta {
 pub struct Writer {
     cfg: WriterConfig,
     decoder: Decoder,
-    seq: SequenceTracker,
+    seq: SequenceLoss,
     batch: Vec<Flow>,
     batch_started: Option<Instant>,
     delivery: Delivery,
@@ -189,7 +190,7 @@ impl Writer {
             batch: Vec::with_capacity(cfg.batch_flows),
             cfg,
             decoder,
-            seq: SequenceTracker::default(),
+            seq: SequenceLoss::default(),
             batch_started: None,
             delivery,
             exporters: HashMap::new(),
@@ -264,26 +265,22 @@ impl Writer {
         }
         // What the exporter's sequence number counts for this datagram (IPFIX: its own data
         // records, options included; released pending sets belong to earlier datagrams).
-        let units =
-            SequenceTracker::units(&header, decoded.data_records(), decoded.options_records());
-        let event = self
-            .seq
-            .observe_units(ExporterKey::from(exporter), &header, units);
-        let lost = match event {
-            SequenceEvent::Gap { missing } => u64::from(missing),
-            _ => 0,
-        };
+        let units = SequenceAdvance::of(&header, decoded.data_records(), decoded.options_records());
+        let key = ExporterKey::from(exporter);
+        let lost = self.seq.observe(key, &header, units);
         if lost > 0 {
-            stats::add(&c.sequence_lost, lost);
+            stats::add(&c.sequence_lost, lost.unsigned_abs());
             if let Some(suppressed) = self.warn_seq.allow() {
                 warn!(%exporter, version = header.version, source_id = header.source_id, missing = lost, suppressed, "sequence gap: exporter data lost before it reached us");
             }
+        } else if lost < 0 {
+            stats::sub(&c.sequence_lost, lost.unsigned_abs());
         }
         c.exporter(exporter, |s| {
             s.packets += 1;
             s.flows += own_flows;
             s.seq_received += u64::from(units.all);
-            s.seq_lost += lost;
+            s.seq_lost = s.seq_lost.saturating_add_signed(lost);
         });
         self.exporters.entry(exporter).or_default().datagram(
             d.ts_micros,

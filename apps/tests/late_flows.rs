@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use grafolean_client::test_server::{BotKind, TestServer};
 use netflow_wire::emit::Message;
-use netflow_wire::{FieldId, FieldSpec, Flow, Header};
+use netflow_wire::{FieldId, Flow, Header, template::FieldSpec};
 
 const LABELS: [&str; 5] = ["1min", "15min", "1h", "4h", "24h"];
 

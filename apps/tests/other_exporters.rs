@@ -8,6 +8,8 @@
 //!   sends it as NetFlow v5 and v9.
 //! * pmacct (Debian `pmacct`): `pmacctd`'s nfprobe plugin as v5, and as v5, v9 and IPFIX sampling
 //!   1 packet in 10 (the rate in the v5 header, or in v9/IPFIX options data per sampler).
+//! * softflowd (Debian `softflowd`) with `-b`: IPFIX biflows (RFC 5103), the reverse direction
+//!   in enterprise 29305 reverse IEs of the same record (the captures hold its uniflow export).
 //!
 //! Every exporter sends to a real UDP socket on 127.0.0.1 (fprobe's in its namespace). The
 //! datagrams are written to a pcap that both Wireshark's dissector (`tshark -d
@@ -423,16 +425,20 @@ fn reference(pcap: &Path, port: u16) -> (Vec<NFlow>, Vec<u64>) {
     (flows, versions)
 }
 
-/// One record of the reference's reading as a normalized flow, `None` without addresses.
-fn normalize(base: &NFlow, rec: &Value) -> Option<NFlow> {
+/// One record of the reference's reading as normalized flows: none without addresses, else
+/// the forward flow, and for an RFC 5103 biflow record (Wireshark lists each reverse IE under
+/// its forward name, so `cflow.octets` is `[forward, reverse]`) each half that carries traffic:
+/// the reverse one with addresses, ports and interfaces swapped, the other direction, the
+/// reverse counters and TCP flags.
+fn normalize(base: &NFlow, rec: &Value) -> Vec<NFlow> {
     let mut f = base.clone();
     for (key, names) in [
         ("src_addr", ["srcaddr", "srcaddrv6"]),
         ("dst_addr", ["dstaddr", "dstaddrv6"]),
     ] {
-        let a = names
-            .iter()
-            .find_map(|n| addr(&rec[format!("cflow.{n}")]))?;
+        let Some(a) = names.iter().find_map(|n| addr(&rec[format!("cflow.{n}")])) else {
+            return Vec::new();
+        };
         f.insert(key.into(), a.to_string());
     }
     for (key, name) in [
@@ -449,7 +455,31 @@ fn normalize(base: &NFlow, rec: &Value) -> Option<NFlow> {
         let v = uint(&rec[format!("cflow.{name}")]).unwrap_or(0);
         f.insert(key.into(), v.to_string());
     }
-    Some(f)
+    let Some([_, rev_bytes]) = rec["cflow.octets"].as_array().map(Vec::as_slice) else {
+        return vec![f];
+    };
+    let second = |name: &str| match &rec[format!("cflow.{name}")] {
+        Value::Array(a) => a.get(1).and_then(uint).unwrap_or(0),
+        _ => 0,
+    };
+    let mut r = f.clone();
+    for (a, b) in [
+        ("src_addr", "dst_addr"),
+        ("src_port", "dst_port"),
+        ("input_if", "output_if"),
+    ] {
+        r.insert(a.into(), f[b].clone());
+        r.insert(b.into(), f[a].clone());
+    }
+    let forward_dir: u64 = f["direction"].parse().expect("direction");
+    r.insert("direction".into(), (1 - forward_dir.min(1)).to_string());
+    r.insert("bytes".into(), uint(rev_bytes).unwrap_or(0).to_string());
+    r.insert("packets".into(), second("packets").to_string());
+    r.insert("tcp_flags".into(), second("tcpflags").to_string());
+    [f, r]
+        .into_iter()
+        .filter(|h| h["bytes"] != "0" || h["packets"] != "0")
+        .collect()
 }
 
 /// `netflow-decode`'s reading of the pcap, and its summary line.
@@ -857,4 +887,33 @@ fn pmacct_unsampled_and_sampled_equal_the_reference_and_the_traffic() {
             error / sigma
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softflowd -b: RFC 5103 biflows
+
+/// softflowd `-b` exports one IPFIX record per conversation, the reverse direction's counters
+/// and TCP flags in enterprise 29305 reverse IEs of the same record: both halves must become
+/// flows, equal to the reference's reading and, together, to the traffic.
+#[test]
+fn softflowd_biflow_equals_the_reference_and_the_traffic() {
+    let softflowd = tool("softflowd", "softflowd");
+    let dir = TempDir::new("softflowd_b");
+    let rx = Receiver::start(None);
+    let port = rx.port;
+    run(
+        Command::new(softflowd)
+            .args(["-a", "-d", "-b", "-r"])
+            .arg(captures().join("input-traffic.pcap"))
+            .args(["-v", "10", "-n", &format!("127.0.0.1:{port}")]),
+        "softflowd",
+    );
+    let datagrams = rx.finish();
+    let got = check_against_reference("softflowd_biflow", &dir, &datagrams, port, 10);
+    let (v4, _, v6, _) = traffic();
+    let all = Traffic {
+        packets: v4.packets + v6.packets,
+        bytes: v4.bytes + v6.bytes,
+    };
+    assert_eq!(got, all, "softflowd -b: totals vs the traffic");
 }

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netflow_wire::emit::{self, Message};
-use netflow_wire::{FieldId, FieldSpec, Flow, Header};
+use netflow_wire::{FieldId, Flow, Header, template::FieldSpec};
 
 /// Records per data packet, as in the issue: 30 (the v5 maximum).
 pub const RECORDS: usize = 30;

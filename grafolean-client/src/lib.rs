@@ -93,6 +93,7 @@ mod model;
 mod path;
 mod protocol;
 mod roots;
+mod transport;
 mod values;
 
 #[cfg(feature = "test-server")]

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 use std::net::IpAddr;
 
-pub use crate::key::{ExporterKey, TemplateKey};
+pub(crate) use crate::key::{ExporterKey, TemplateKey};
 
-use crate::error::{DecodeError, Limit, TemplateProblem};
+use crate::error::{DecodeError, ExceededLimit, TemplateProblem};
 use crate::exporters::ExporterTable;
 use crate::field::{FieldId, FieldSpec};
 use crate::template::{Template, TemplateKind};
@@ -46,7 +46,7 @@ impl Default for Limits {
 
 /// What [`TemplateCache::insert`] (or the decoder, on a template record) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Learned {
+pub enum TemplateUpdate {
     /// A template id seen for the first time.
     New,
     /// The same definition again (a periodic refresh): nothing was allocated.
@@ -160,7 +160,11 @@ impl TemplateCache {
 
     /// Adds or replaces a compiled template. A template of a new exporter when the cache holds
     /// [`Limits::max_exporters`] exporters evicts the one seen least recently.
-    pub fn insert(&mut self, key: TemplateKey, template: Template) -> Result<Learned, DecodeError> {
+    pub fn insert(
+        &mut self,
+        key: TemplateKey,
+        template: Template,
+    ) -> Result<TemplateUpdate, DecodeError> {
         self.insert_evicting(key, template).map(|(l, _)| l)
     }
 
@@ -169,14 +173,14 @@ impl TemplateCache {
         &mut self,
         key: TemplateKey,
         template: Template,
-    ) -> Result<(Learned, Option<ExporterKey>), DecodeError> {
+    ) -> Result<(TemplateUpdate, Option<ExporterKey>), DecodeError> {
         if let Some(old) = self.map.get_mut(&key) {
             self.exporters.touch(old.slot);
             if *old.template == template {
-                return Ok((Learned::Refreshed, None));
+                return Ok((TemplateUpdate::Refreshed, None));
             }
             *old.template = template;
-            return Ok((Learned::Redefined, None));
+            return Ok((TemplateUpdate::Redefined, None));
         }
         let (slot, evicted) = self.admit(key)?;
         self.map.insert(
@@ -186,7 +190,7 @@ impl TemplateCache {
                 slot,
             },
         );
-        Ok((Learned::New, evicted))
+        Ok((TemplateUpdate::New, evicted))
     }
 
     /// Learns a template from its wire form without allocating when it is a refresh. Returns
@@ -198,13 +202,13 @@ impl TemplateCache {
         raw: &[u8],
         compile: impl FnOnce() -> Result<Template, TemplateProblem>,
         offset: usize,
-    ) -> Result<(Learned, Option<ExporterKey>), DecodeError> {
+    ) -> Result<(TemplateUpdate, Option<ExporterKey>), DecodeError> {
         if let Some(old) = self.map.get(&key)
             && old.template.kind() == kind
             && old.template.raw() == raw
         {
             self.exporters.touch(old.slot);
-            return Ok((Learned::Refreshed, None));
+            return Ok((TemplateUpdate::Refreshed, None));
         }
         let t = compile().map_err(|why| DecodeError::BadTemplate {
             offset,
@@ -221,7 +225,7 @@ impl TemplateCache {
             if self.exporters.templates(slot).len() >= max {
                 return Err(DecodeError::LimitExceeded {
                     key,
-                    limit: Limit::TemplatesPerExporter,
+                    limit: ExceededLimit::TemplatesPerExporter,
                     max,
                 });
             }
@@ -231,9 +235,9 @@ impl TemplateCache {
         }
         if self.limits.max_exporters == 0 || self.limits.max_templates_per_exporter == 0 {
             let (limit, max) = if self.limits.max_exporters == 0 {
-                (Limit::Exporters, 0)
+                (ExceededLimit::Exporters, 0)
             } else {
-                (Limit::TemplatesPerExporter, 0)
+                (ExceededLimit::TemplatesPerExporter, 0)
             };
             return Err(DecodeError::LimitExceeded { key, limit, max });
         }
@@ -241,6 +245,14 @@ impl TemplateCache {
         if self.exporters.len() >= self.limits.max_exporters
             && let Some(lru) = self.exporters.least_recent()
         {
+            if self.evicted == 0 {
+                // From now on every admission removes an exporter's keys and inserts others.
+                // The removals leave tombstones, and a hash table whose free slots run out
+                // doubles when it holds more than half its capacity, at a random moment of a
+                // flood, in one call. Made twice the size once, here, it rehashes in place.
+                self.map.reserve(self.map.len() + 1);
+                self.exporters.reserve_for_churn();
+            }
             let map = &mut self.map;
             evicted = self.exporters.remove(lru, |k| {
                 map.remove(k);
@@ -451,9 +463,15 @@ mod tests {
     #[test]
     fn learn_refresh_redefine() {
         let mut c = TemplateCache::new(Limits::default());
-        assert_eq!(c.insert(key(1, 256), t(256, 2)), Ok(Learned::New));
-        assert_eq!(c.insert(key(1, 256), t(256, 2)), Ok(Learned::Refreshed));
-        assert_eq!(c.insert(key(1, 256), t(256, 3)), Ok(Learned::Redefined));
+        assert_eq!(c.insert(key(1, 256), t(256, 2)), Ok(TemplateUpdate::New));
+        assert_eq!(
+            c.insert(key(1, 256), t(256, 2)),
+            Ok(TemplateUpdate::Refreshed)
+        );
+        assert_eq!(
+            c.insert(key(1, 256), t(256, 3)),
+            Ok(TemplateUpdate::Redefined)
+        );
         assert_eq!(c.get(&key(1, 256)).map(|t| t.fields().len()), Some(3));
         assert!(c.get(&key(2, 256)).is_none());
     }
@@ -471,17 +489,20 @@ mod tests {
         assert!(matches!(
             c.insert(key(1, 258), t(258, 1)),
             Err(DecodeError::LimitExceeded {
-                limit: Limit::TemplatesPerExporter,
+                limit: ExceededLimit::TemplatesPerExporter,
                 ..
             })
         ));
         // Redefinition of a known id is still allowed at the limit.
-        assert_eq!(c.insert(key(1, 257), t(257, 2)), Ok(Learned::Redefined));
+        assert_eq!(
+            c.insert(key(1, 257), t(257, 2)),
+            Ok(TemplateUpdate::Redefined)
+        );
         c.insert(key(2, 256), t(256, 1)).unwrap();
         // A third exporter evicts the one seen least recently: 1 (2 came later).
         assert_eq!(
             c.insert_evicting(key(3, 256), t(256, 1)),
-            Ok((Learned::New, Some(key(1, 256).exporter)))
+            Ok((TemplateUpdate::New, Some(key(1, 256).exporter)))
         );
         assert_eq!(c.exporters_evicted(), 1);
         assert_eq!((c.len(), c.exporters()), (2, 2));
@@ -490,11 +511,14 @@ mod tests {
         assert!(c.get_seen(&key(2, 256)).is_some());
         assert_eq!(
             c.insert_evicting(key(4, 256), t(256, 1)),
-            Ok((Learned::New, Some(key(3, 256).exporter)))
+            Ok((TemplateUpdate::New, Some(key(3, 256).exporter)))
         );
         assert!(c.get(&key(2, 256)).is_some());
         // A refresh counts as seen too.
-        assert_eq!(c.insert(key(2, 256), t(256, 1)), Ok(Learned::Refreshed));
+        assert_eq!(
+            c.insert(key(2, 256), t(256, 1)),
+            Ok(TemplateUpdate::Refreshed)
+        );
         c.insert(key(5, 256), t(256, 1)).unwrap();
         assert!(c.get(&key(2, 256)).is_some() && c.get(&key(4, 256)).is_none());
         assert_eq!(c.exporters_evicted(), 3);
@@ -510,7 +534,7 @@ mod tests {
         assert!(matches!(
             none.insert(key(1, 256), t(256, 1)),
             Err(DecodeError::LimitExceeded {
-                limit: Limit::Exporters,
+                limit: ExceededLimit::Exporters,
                 ..
             })
         ));

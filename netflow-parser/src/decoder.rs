@@ -2,18 +2,18 @@
 
 use std::net::IpAddr;
 
-use crate::cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
-use crate::decoded::{Body, Decoded};
+use crate::cache::{ExporterKey, Limits, TemplateCache, TemplateKey, TemplateUpdate};
+use crate::decoded::{Body, DecodedDatagram};
 use crate::error::DecodeError;
-use crate::header::FlowContext;
+use crate::header::RecordOrigin;
 use crate::ipfix::{self, IpfixPacket};
-use crate::options::{DomainInfo, DomainKey, OptionsState};
+use crate::options::{DomainKey, DomainOptions, OptionsState};
 use crate::pending::{Deferred, ExpiredSet, PendingBuffer, WaitingSet};
 use crate::record::Records;
 use crate::report::Capped;
 use crate::template::{self, Template, TemplateRecord};
 use crate::v5::V5Packet;
-use crate::v9::{self, Set, Sets, V9Packet};
+use crate::v9::{self, FlowSet, FlowSets, V9Packet};
 use crate::wire::offset_in;
 
 /// Decodes NetFlow v5, v9 and IPFIX datagrams from any number of exporters.
@@ -63,12 +63,12 @@ impl Decoder {
 
     /// What options data announced for one domain of one exporter: sampling rates, system
     /// init time, interface names.
-    pub fn domain_info(&self, key: &DomainKey) -> Option<&DomainInfo> {
+    pub fn domain_options(&self, key: &DomainKey) -> Option<&DomainOptions> {
         self.options.domain(key)
     }
 
     /// Every domain with what its options data announced.
-    pub fn domains(&self) -> impl Iterator<Item = (&DomainKey, &DomainInfo)> {
+    pub fn domains(&self) -> impl Iterator<Item = (&DomainKey, &DomainOptions)> {
         self.options.domains()
     }
 
@@ -119,13 +119,13 @@ impl Decoder {
     ///
     /// `Err` only when the packet header cannot be read (truncated, unknown version, length
     /// contradicting the datagram). Problems inside the packet are per-set outcomes listed by
-    /// [`Decoded::issues`]; everything framed before a broken set is still decoded.
+    /// [`DecodedDatagram::issues`]; everything framed before a broken set is still decoded.
     pub fn decode<'a>(
         &'a mut self,
         exporter: impl Into<ExporterKey>,
         ts_micros: i64,
         datagram: &'a [u8],
-    ) -> Result<Decoded<'a>, DecodeError> {
+    ) -> Result<DecodedDatagram<'a>, DecodeError> {
         self.decode_from(exporter.into(), ts_micros, datagram, None)
     }
 
@@ -141,7 +141,7 @@ impl Decoder {
         exporter: impl Into<ExporterKey>,
         ts_micros: i64,
         datagram: &'a bytes::Bytes,
-    ) -> Result<Decoded<'a>, DecodeError> {
+    ) -> Result<DecodedDatagram<'a>, DecodeError> {
         self.decode_from(exporter.into(), ts_micros, datagram, Some(datagram))
     }
 
@@ -151,7 +151,7 @@ impl Decoder {
         ts_micros: i64,
         datagram: &'a [u8],
         shared: Option<&bytes::Bytes>,
-    ) -> Result<Decoded<'a>, DecodeError> {
+    ) -> Result<DecodedDatagram<'a>, DecodeError> {
         self.issues.clear();
         self.waiting.clear();
         self.pending.clear_outcomes();
@@ -180,7 +180,7 @@ impl Decoder {
             }
             v => return Err(DecodeError::Version(v)),
         };
-        let mut ctx = FlowContext::new(exporter.addr, ts_micros, header);
+        let mut ctx = RecordOrigin::new(exporter.addr, ts_micros, header);
         self.data_records = 0;
         self.options_records = 0;
         let body = match body {
@@ -191,7 +191,7 @@ impl Decoder {
             }
         };
         apply_options(&self.options, exporter, &mut ctx);
-        Ok(Decoded {
+        Ok(DecodedDatagram {
             decoder: self,
             exporter,
             ctx,
@@ -204,11 +204,11 @@ impl Decoder {
     fn frame<'a>(
         &mut self,
         exporter: ExporterKey,
-        ctx: FlowContext,
+        ctx: RecordOrigin,
         datagram: &'a [u8],
         shared: Option<&bytes::Bytes>,
-        sets: Sets<'a>,
-    ) -> Sets<'a> {
+        sets: FlowSets<'a>,
+    ) -> FlowSets<'a> {
         let start = sets.position();
         let version = ctx.header.version;
         let domain = ctx.header.source_id;
@@ -243,7 +243,7 @@ impl Decoder {
                 }),
             }
         }
-        let framed = Sets::new(start, datagram.get(start..end).unwrap_or(&[]));
+        let framed = FlowSets::new(start, datagram.get(start..end).unwrap_or(&[]));
         for set in framed.clone().flatten().filter(|s| s.id >= 256) {
             let key = key(set.id);
             match self.cache.get_seen(&key) {
@@ -279,7 +279,7 @@ impl Decoder {
     fn learn_set(
         &mut self,
         datagram: &[u8],
-        set: &Set<'_>,
+        set: &FlowSet<'_>,
         key: impl Fn(u16) -> TemplateKey,
     ) -> bool {
         let max_fields = self.cache.limits().max_fields;
@@ -326,7 +326,7 @@ impl Decoder {
             || Template::from_record(rec),
             rec.offset,
         ) {
-            Ok((Learned::Refreshed, _)) => false,
+            Ok((TemplateUpdate::Refreshed, _)) => false,
             Ok((_, evicted)) => {
                 if let Some(gone) = evicted {
                     self.pending.drop_exporter(gone);
@@ -345,8 +345,8 @@ impl Decoder {
     fn defer(
         &mut self,
         key: TemplateKey,
-        ctx: FlowContext,
-        set: &Set<'_>,
+        ctx: RecordOrigin,
+        set: &FlowSet<'_>,
         shared: Option<&bytes::Bytes>,
     ) {
         let limits = *self.cache.limits();
@@ -378,7 +378,7 @@ pub(crate) const MAX_DEFERRED_PER_DATAGRAM: usize = 16;
 
 /// Sampling rate and system init time for flows of this context, from the override or the
 /// domain's options data.
-fn apply_options(options: &OptionsState, exporter: ExporterKey, ctx: &mut FlowContext) {
+fn apply_options(options: &OptionsState, exporter: ExporterKey, ctx: &mut RecordOrigin) {
     let h = ctx.header;
     let info = if h.version == 5 {
         None
@@ -393,13 +393,13 @@ fn apply_options(options: &OptionsState, exporter: ExporterKey, ctx: &mut FlowCo
     ctx.sampling_interval = match options.override_for(exporter.addr) {
         Some(r) => r,
         None if h.version == 5 => h.sampling_interval(),
-        None => info.and_then(DomainInfo::default_rate).unwrap_or(1),
+        None => info.and_then(DomainOptions::default_rate).unwrap_or(1),
     };
 }
 
 /// Reports a data set's leftover bytes that cannot be padding, or a record that overruns it.
 /// Returns the number of records.
-fn check_set(t: &Template, set: &Set<'_>, issues: &mut Capped<DecodeError>) -> u32 {
+fn check_set(t: &Template, set: &FlowSet<'_>, issues: &mut Capped<DecodeError>) -> u32 {
     let body = set.body;
     let mut records = 0u32;
     let tail = match t.record_len() {

@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use netflow_wire::emit::Message;
-//! use netflow_wire::{Decoder, FieldId, FieldSpec, Flow, Header, Limits};
+//! use netflow_wire::{Decoder, FieldId, Flow, Header, Limits, template::FieldSpec};
 //!
 //! let fields = [
 //!     FieldSpec::new(FieldId::IPV4_SRC_ADDR, 4),
@@ -283,62 +283,97 @@ impl<'b> Message<'b> {
 
     /// Writes `flow` as one data record of a template with these fields: every field the
     /// decoder maps to the normalized flow gets its value (cut to the field's length), any
-    /// other field is zero. sysUptime-relative times are computed against `header`.
+    /// other field is zero (reverse fields of a biflow template too: see [`Message::biflow`]).
+    /// sysUptime-relative times are computed against `header`.
     pub fn flow(&mut self, fields: &[FieldSpec], flow: &Flow, header: &Header) -> &mut Self {
+        self.record(fields, flow, None, header)
+    }
+
+    /// Writes one biflow record (RFC 5103) of a template with these fields: the IANA fields
+    /// from `forward`, as [`Message::flow`] does, and the reverse direction's from `reverse`:
+    /// reverse IEs ([`FieldSpec::reverse`], enterprise 29305) of the counters, TCP flags,
+    /// interfaces, direction and times, and the NSEL responder counts (232/299). The mirror of
+    /// [`Record::flows`](crate::Record::flows), which reads the reverse half back with the
+    /// forward key swapped: `reverse`'s addresses and ports are not written.
+    ///
+    /// ```
+    /// use netflow_wire::emit::Message;
+    /// use netflow_wire::template::FieldSpec;
+    /// use netflow_wire::{Decoder, FieldId, Flow, Header};
+    ///
+    /// let fields = [
+    ///     FieldSpec::new(FieldId::IPV4_SRC_ADDR, 4),
+    ///     FieldSpec::new(FieldId::IPV4_DST_ADDR, 4),
+    ///     FieldSpec::new(FieldId::IN_BYTES, 4),
+    ///     FieldSpec::reverse(FieldId::IN_BYTES, 4),
+    /// ];
+    /// let header = Header { version: 10, export_secs: 1_700_000_000, ..Header::default() };
+    /// let forward = Flow { src_addr: [10, 0, 0, 1].into(), dst_addr: [10, 0, 0, 2].into(), bytes: 500, ..Flow::default() };
+    /// let reverse = Flow { bytes: 9000, ..Flow::default() };
+    /// let mut buf = Vec::new();
+    /// let mut m = Message::new(&mut buf, &header);
+    /// m.set(2).template(256, &fields);
+    /// m.set(256).biflow(&fields, &forward, &reverse, &header);
+    /// m.finish()?;
+    ///
+    /// let mut decoder = Decoder::default();
+    /// let decoded = decoder.decode(forward.exporter, 0, &buf)?;
+    /// let flows: Vec<_> = decoded.flows().map(|f| (f.src_addr, f.bytes)).collect();
+    /// assert_eq!(flows, [(forward.src_addr, 500), (forward.dst_addr, 9000)]);
+    /// assert_eq!(decoded.data_records(), 1);
+    /// # Ok::<(), netflow_wire::DecodeError>(())
+    /// ```
+    pub fn biflow(
+        &mut self,
+        fields: &[FieldSpec],
+        forward: &Flow,
+        reverse: &Flow,
+        header: &Header,
+    ) -> &mut Self {
+        self.record(fields, forward, Some(reverse), header)
+    }
+
+    /// One data record: IANA fields from `forward`, reverse ones from `reverse` (zero without).
+    fn record(
+        &mut self,
+        fields: &[FieldSpec],
+        forward: &Flow,
+        reverse: Option<&Flow>,
+        header: &Header,
+    ) -> &mut Self {
         for f in fields {
-            if f.enterprise != 0 {
+            let (flow, reverse_field) = match (f.enterprise, reverse) {
+                (0, _) => (forward, false),
+                (FieldSpec::REVERSE_PEN, Some(r)) => (r, true),
+                _ => {
+                    self.bytes(f, &[]);
+                    continue;
+                }
+            };
+            if f.is_variable() {
                 self.bytes(f, &[]);
                 continue;
             }
             match (f.id, f.len) {
-                (FieldId::IPV4_SRC_ADDR, 4) | (FieldId::IPV6_SRC_ADDR, 16) => {
+                (FieldId::IPV4_SRC_ADDR, 4) | (FieldId::IPV6_SRC_ADDR, 16) if !reverse_field => {
                     self.addr(f, flow.src_addr)
                 }
-                (FieldId::IPV4_DST_ADDR, 4) | (FieldId::IPV6_DST_ADDR, 16) => {
+                (FieldId::IPV4_DST_ADDR, 4) | (FieldId::IPV6_DST_ADDR, 16) if !reverse_field => {
                     self.addr(f, flow.dst_addr)
                 }
                 _ => {
                     let v = match f.id {
-                        FieldId::L4_SRC_PORT => u64::from(flow.src_port),
-                        FieldId::L4_DST_PORT => u64::from(flow.dst_port),
-                        FieldId::PROTOCOL => u64::from(flow.protocol),
-                        FieldId::IN_BYTES
-                        | FieldId::IN_PERMANENT_BYTES
-                        | FieldId::INITIATOR_OCTETS
-                        | FieldId::OUT_BYTES => flow.bytes,
-                        FieldId::IN_PKTS
-                        | FieldId::IN_PERMANENT_PKTS
-                        | FieldId::INITIATOR_PACKETS
-                        | FieldId::OUT_PKTS => flow.packets,
-                        FieldId::INPUT_SNMP => u64::from(flow.input_if),
-                        FieldId::OUTPUT_SNMP => u64::from(flow.output_if),
-                        FieldId::DIRECTION => u64::from(flow.direction),
-                        FieldId::TCP_FLAGS => u64::from(flow.tcp_flags),
-                        FieldId::FIRST_SWITCHED => u64::from(uptime_of(header, flow.start_ms)),
-                        FieldId::LAST_SWITCHED => u64::from(uptime_of(header, flow.end_ms)),
-                        FieldId::FLOW_START_MILLISECONDS => flow.start_ms,
-                        FieldId::FLOW_END_MILLISECONDS => flow.end_ms,
-                        FieldId::FLOW_START_SECONDS => flow.start_ms / 1000,
-                        FieldId::FLOW_END_SECONDS => flow.end_ms / 1000,
-                        FieldId::FLOW_START_DELTA_MICROSECONDS => {
-                            header.export_ms().saturating_sub(flow.start_ms) * 1000
+                        // The flow key is the forward one's, swapped by the decoder.
+                        FieldId::L4_SRC_PORT | FieldId::L4_DST_PORT | FieldId::PROTOCOL
+                            if reverse_field =>
+                        {
+                            0
                         }
-                        FieldId::FLOW_END_DELTA_MICROSECONDS => {
-                            header.export_ms().saturating_sub(flow.end_ms) * 1000
-                        }
-                        FieldId::FLOW_DURATION_MILLISECONDS => {
-                            flow.end_ms.saturating_sub(flow.start_ms)
-                        }
-                        FieldId::FLOW_DURATION_MICROSECONDS => {
-                            flow.end_ms.saturating_sub(flow.start_ms) * 1000
-                        }
-                        _ => 0,
+                        FieldId::RESPONDER_OCTETS => reverse.map_or(0, |r| r.bytes),
+                        FieldId::RESPONDER_PACKETS => reverse.map_or(0, |r| r.packets),
+                        id => value(id, flow, header),
                     };
-                    if f.is_variable() {
-                        self.bytes(f, &[])
-                    } else {
-                        self.uint(f, v)
-                    }
+                    self.uint(f, v)
                 }
             };
         }
@@ -375,5 +410,42 @@ impl<'b> Message<'b> {
             put(h, v9f::COUNT, &self.records.to_be_bytes());
         }
         Ok(len)
+    }
+}
+
+/// The value [`Message::flow`] writes for field `id` of `flow` (0 for a field the normalized
+/// flow does not have).
+fn value(id: FieldId, flow: &Flow, header: &Header) -> u64 {
+    match id {
+        FieldId::L4_SRC_PORT => u64::from(flow.src_port),
+        FieldId::L4_DST_PORT => u64::from(flow.dst_port),
+        FieldId::PROTOCOL => u64::from(flow.protocol),
+        FieldId::IN_BYTES
+        | FieldId::IN_PERMANENT_BYTES
+        | FieldId::INITIATOR_OCTETS
+        | FieldId::OUT_BYTES => flow.bytes,
+        FieldId::IN_PKTS
+        | FieldId::IN_PERMANENT_PKTS
+        | FieldId::INITIATOR_PACKETS
+        | FieldId::OUT_PKTS => flow.packets,
+        FieldId::INPUT_SNMP => u64::from(flow.input_if),
+        FieldId::OUTPUT_SNMP => u64::from(flow.output_if),
+        FieldId::DIRECTION => u64::from(flow.direction),
+        FieldId::TCP_FLAGS => u64::from(flow.tcp_flags),
+        FieldId::FIRST_SWITCHED => u64::from(uptime_of(header, flow.start_ms)),
+        FieldId::LAST_SWITCHED => u64::from(uptime_of(header, flow.end_ms)),
+        FieldId::FLOW_START_MILLISECONDS => flow.start_ms,
+        FieldId::FLOW_END_MILLISECONDS => flow.end_ms,
+        FieldId::FLOW_START_SECONDS => flow.start_ms / 1000,
+        FieldId::FLOW_END_SECONDS => flow.end_ms / 1000,
+        FieldId::FLOW_START_DELTA_MICROSECONDS => {
+            header.export_ms().saturating_sub(flow.start_ms) * 1000
+        }
+        FieldId::FLOW_END_DELTA_MICROSECONDS => {
+            header.export_ms().saturating_sub(flow.end_ms) * 1000
+        }
+        FieldId::FLOW_DURATION_MILLISECONDS => flow.end_ms.saturating_sub(flow.start_ms),
+        FieldId::FLOW_DURATION_MICROSECONDS => flow.end_ms.saturating_sub(flow.start_ms) * 1000,
+        _ => 0,
     }
 }

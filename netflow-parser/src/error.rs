@@ -10,9 +10,9 @@ use crate::key::TemplateKey;
 ///
 /// Which errors end a datagram: only those raised while reading the packet header
 /// ([`DecodeError::Truncated`] at offset 0, [`DecodeError::Version`], [`DecodeError::BadLength`]).
-/// Everything else is a per-set outcome reported by [`Decoded::issues`](crate::Decoded::issues),
+/// Everything else is a per-set outcome reported by [`DecodedDatagram::issues`](crate::DecodedDatagram::issues),
 /// while the rest of the datagram is still decoded. A data set kept waiting for its template is
-/// not an error: see [`Decoded::waiting`](crate::Decoded::waiting).
+/// not an error: see [`DecodedDatagram::waiting`](crate::DecodedDatagram::waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -78,7 +78,7 @@ pub enum DecodeError {
         /// The template that was refused.
         key: TemplateKey,
         /// Which limit.
-        limit: Limit,
+        limit: ExceededLimit,
         /// Its configured value.
         max: usize,
     },
@@ -116,7 +116,7 @@ pub enum DecodeError {
         /// How many bytes.
         length: usize,
     },
-    /// A template export (see [`TemplateCache::export`](crate::TemplateCache::export)) could not
+    /// A template export (see [`TemplateCache::export`](crate::template::TemplateCache::export)) could not
     /// be read back.
     #[error("template snapshot: {0}")]
     Snapshot(&'static str),
@@ -156,18 +156,18 @@ pub enum TemplateProblem {
 /// Which cache limit was hit ([`DecodeError::LimitExceeded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Limit {
+pub enum ExceededLimit {
     /// [`Limits::max_templates_per_exporter`](crate::Limits::max_templates_per_exporter).
     TemplatesPerExporter,
     /// [`Limits::max_exporters`](crate::Limits::max_exporters).
     Exporters,
 }
 
-impl core::fmt::Display for Limit {
+impl core::fmt::Display for ExceededLimit {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            Limit::TemplatesPerExporter => "templates-per-exporter",
-            Limit::Exporters => "exporters",
+            ExceededLimit::TemplatesPerExporter => "templates-per-exporter",
+            ExceededLimit::Exporters => "exporters",
         })
     }
 }

@@ -55,6 +55,12 @@ impl ExporterTable {
         self.index.len()
     }
 
+    /// Room for as many exporters again as are held, so that evicting and admitting (which
+    /// leaves tombstones) rehashes the index in place instead of doubling it.
+    pub fn reserve_for_churn(&mut self) {
+        self.index.reserve(self.index.len() + 1);
+    }
+
     /// The slot of `exporter`, if it holds templates.
     #[inline]
     pub fn slot(&self, exporter: &ExporterKey) -> Option<u32> {

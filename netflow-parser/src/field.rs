@@ -178,11 +178,16 @@ field_ids! {
     FLOW_END_REASON = 136;
     /// IPFIX `initiatorOctets` (Cisco ASA NSEL `NF_F_FWD_FLOW_DELTA_BYTES` in v9).
     INITIATOR_OCTETS = 231;
-    /// IPFIX `responderOctets` (ASA NSEL `NF_F_REV_FLOW_DELTA_BYTES`).
+    /// IPFIX `responderOctets` (ASA NSEL `NF_F_REV_FLOW_DELTA_BYTES`): the reverse half's
+    /// bytes of a biflow record.
     RESPONDER_OCTETS = 232;
+    /// IPFIX `biflowDirection` (RFC 5103): which end of a biflow record initiated it (0
+    /// arbitrary, 1 the source, 2 the destination, 3 by perimeter). It says nothing about the
+    /// counters: both halves are read whatever its value.
+    BIFLOW_DIRECTION = 239;
     /// IPFIX `initiatorPackets`.
     INITIATOR_PACKETS = 298;
-    /// IPFIX `responderPackets`.
+    /// IPFIX `responderPackets`: the reverse half's packets of a biflow record.
     RESPONDER_PACKETS = 299;
     /// IPFIX `icmpTypeCodeIPv6`.
     ICMP_TYPE_CODE_IPV6 = 139;
@@ -257,6 +262,34 @@ pub struct FieldSpec {
 impl FieldSpec {
     /// The length value that marks a variable-length field.
     pub const VARIABLE: u16 = 0xffff;
+
+    /// The private enterprise number of reverse information elements (RFC 5103, IANA's
+    /// "IPFIX Reverse Information Element Private Enterprise"): enterprise 29305 with an IANA
+    /// IE's number is that IE for the reverse direction of a biflow record.
+    pub const REVERSE_PEN: u32 = 29305;
+
+    /// The reverse information element (RFC 5103) of the IANA field `id`, fixed length `len`:
+    /// e.g. `FieldSpec::reverse(FieldId::IN_BYTES, 8)` is reverseOctetDeltaCount.
+    ///
+    /// ```
+    /// use netflow_wire::FieldId;
+    /// use netflow_wire::template::FieldSpec;
+    /// let f = FieldSpec::reverse(FieldId::IN_PKTS, 4);
+    /// assert_eq!((f.id, f.enterprise), (FieldId::IN_PKTS, 29305));
+    /// assert!(f.is_reverse() && !FieldSpec::new(FieldId::IN_PKTS, 4).is_reverse());
+    /// ```
+    pub const fn reverse(id: FieldId, len: u16) -> FieldSpec {
+        FieldSpec {
+            id,
+            len,
+            enterprise: FieldSpec::REVERSE_PEN,
+        }
+    }
+
+    /// Whether this is the reverse information element of an IANA field (RFC 5103).
+    pub const fn is_reverse(&self) -> bool {
+        self.enterprise == FieldSpec::REVERSE_PEN
+    }
 
     /// An IANA (enterprise 0) field of fixed length.
     pub const fn new(id: FieldId, len: u16) -> FieldSpec {

@@ -45,7 +45,7 @@ impl Header {
 /// What a record needs besides its own bytes to become a [`Flow`](crate::Flow): who sent it,
 /// when it was received, and its packet's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowContext {
+pub struct RecordOrigin {
     /// The exporter's address.
     pub exporter: IpAddr,
     /// Receive time, Unix microseconds (the caller's clock).
@@ -61,11 +61,11 @@ pub struct FlowContext {
     pub system_init_ms: Option<u64>,
 }
 
-impl FlowContext {
+impl RecordOrigin {
     /// The context of records of a packet with this header, from `exporter`, received at
     /// `ts_micros`.
-    pub fn new(exporter: IpAddr, ts_micros: i64, header: Header) -> FlowContext {
-        FlowContext {
+    pub fn new(exporter: IpAddr, ts_micros: i64, header: Header) -> RecordOrigin {
+        RecordOrigin {
             exporter,
             ts_micros,
             header,

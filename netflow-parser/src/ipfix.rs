@@ -1,8 +1,8 @@
-//! IPFIX (RFC 7011): the message header. Sets are framed like v9 flowsets ([`Sets`]).
+//! IPFIX (RFC 7011): the message header. Sets are framed like v9 flowsets ([`FlowSets`]).
 
 use crate::error::DecodeError;
 use crate::header::Header;
-use crate::v9::Sets;
+use crate::v9::FlowSets;
 use crate::wire::{u16_at, u32_at};
 
 /// Byte positions of the IPFIX message header (RFC 7011 §3.1).
@@ -78,7 +78,7 @@ impl<'a> IpfixPacket<'a> {
     }
 
     /// The sets, framed by their length fields.
-    pub fn sets(&self) -> Sets<'a> {
-        Sets::new(field::HEADER_LEN, self.body)
+    pub fn sets(&self) -> FlowSets<'a> {
+        FlowSets::new(field::HEADER_LEN, self.body)
     }
 }

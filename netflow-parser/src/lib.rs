@@ -6,27 +6,48 @@
 //!   and the views built on top ([`V5Packet`], [`Record`], ...) cannot fail afterwards. The crate
 //!   is `#![forbid(unsafe_code)]` and fuzzed.
 //! * **Zero-copy**: records are views borrowing the datagram; fields are read through offsets
-//!   computed once per template ([`Template`]), not decoded eagerly.
+//!   computed once per template ([`Template`](template::Template)), not decoded eagerly.
 //! * **No heap allocation per packet** once an exporter's templates are cached: [`Decoder::decode`]
 //!   reuses its buffers, and iterating records or building [`Flow`]s allocates nothing.
 //! * **Nothing lost silently**: a data set whose template is unknown is kept pending
-//!   ([`Decoded::waiting`]) and decoded when the template arrives; one that waits in vain is
-//!   reported ([`Decoded::expired`]); every loss or framing problem is a typed [`DecodeError`]
-//!   in [`Decoded::issues`], per set, while the rest of the datagram is still decoded.
+//!   ([`DecodedDatagram::waiting`]) and decoded when the template arrives; one that waits in vain is
+//!   reported ([`DecodedDatagram::expired`]); every loss or framing problem is a typed [`DecodeError`]
+//!   in [`DecodedDatagram::issues`], per set, while the rest of the datagram is still decoded.
 //! * **Bounded state**: templates per exporter, exporters, fields per template and the pending
 //!   buffer all have limits ([`Limits`]). A full cache evicts the exporter seen least recently
 //!   (counted: [`Decoder::exporters_evicted`]) rather than lock new exporters out; what that
-//!   leaves a spoofing attacker is said at [`TemplateCache`].
+//!   leaves a spoofing attacker is said at [`TemplateCache`](template::TemplateCache).
 //!
 //! # Which entry point
 //!
 //! * [`Decoder`] for a collector: one per process (or per thread), fed every datagram with the
 //!   exporter's address and the receive time. It dispatches on the version, learns templates,
-//!   and yields [`DataSet`]s of [`Record`]s, or normalized [`Flow`]s directly.
+//!   and yields [`DataSet`]s of [`Record`]s, or normalized [`Flow`]s directly. A biflow
+//!   record (RFC 5103: the reverse direction in reverse IEs of the same record) is two flows,
+//!   forward then reverse ([`Record::flows`]).
 //! * [`V5Packet`], [`V9Packet`], [`IpfixPacket`] for stateless access to headers and sets.
-//! * [`SequenceTracker`] to turn header sequence numbers into loss counts per exporter.
+//! * [`sequence::SequenceTracker`] to turn header sequence numbers into loss counts per exporter.
 //! * With the `emit` feature, [`emit`] builds v5 and v9 packets (the mirror of the decoder),
 //!   for generators and tests.
+//!
+//! # Where things are
+//!
+//! The root holds what almost every user names: the [`Decoder`] and its [`DecodedDatagram`],
+//! the views ([`V5Packet`], [`V9Packet`], [`IpfixPacket`], [`FlowSet`], [`DataSet`],
+//! [`Record`], [`V5Record`]), what a record becomes ([`Flow`], with the [`RecordOrigin`] and
+//! [`Header`] it is read against), [`FieldId`], [`ExporterKey`], [`Limits`] and the error
+//! ([`DecodeError`], [`ExceededLimit`], [`TemplateProblem`]). The rest lives in modules named for
+//! what it is:
+//!
+//! | module | what is in it |
+//! |---|---|
+//! | [`template`] | compiled templates, their field specs and keys, the [`TemplateCache`](template::TemplateCache) |
+//! | [`pending`] | data sets waiting for their template, and those given up |
+//! | [`options`] | what options data announced per observation domain: sampling, interface names |
+//! | [`sequence`] | loss accounting from header sequence numbers (collector policy, not decoding) |
+//! | [`time`] | the exporters' clocks turned into Unix milliseconds |
+//! | [`iter`] | the iterators, named after what they yield |
+//! | `emit` | packet builders (feature `emit`) |
 //!
 //! # Example
 //!
@@ -73,33 +94,36 @@ mod flow;
 mod header;
 mod ipfix;
 mod key;
-mod options;
-mod pending;
+pub mod options;
+pub mod pending;
 mod record;
 mod report;
-mod sequence;
-mod template;
-mod time;
-pub mod v5;
+pub mod sequence;
+pub mod template;
+pub mod time;
+mod v5;
 mod v9;
 mod wire;
 
 #[cfg(feature = "emit")]
 pub mod emit;
 
-pub use cache::{ExporterKey, Learned, Limits, TemplateCache, TemplateKey};
-pub use decoded::{DataSet, DataSets, Decoded, Flows};
+/// The iterators of the decoded datagram and of the views, named after what they yield.
+pub mod iter {
+    pub use crate::decoded::{DataSets, Flows};
+    pub use crate::record::{FieldValues, RecordFlows, Records};
+    pub use crate::v9::FlowSets;
+}
+
+pub use cache::Limits;
+pub use decoded::{DataSet, DecodedDatagram};
 pub use decoder::Decoder;
-pub use error::{DecodeError, Limit, TemplateProblem};
-pub use field::{FieldId, FieldSpec};
+pub use error::{DecodeError, ExceededLimit, TemplateProblem};
+pub use field::FieldId;
 pub use flow::Flow;
-pub use header::{FlowContext, Header};
+pub use header::{Header, RecordOrigin};
 pub use ipfix::IpfixPacket;
-pub use options::{DomainInfo, DomainKey, InterfaceName};
-pub use pending::{ExpiredSet, ExpiryReason, WaitingSet};
-pub use record::{Fields, Record, Records};
-pub use sequence::{SequenceEvent, SequenceKey, SequenceStats, SequenceTracker, Units};
-pub use template::{Template, TemplateKind};
-pub use time::{ntp_to_unix_ms, uptime_to_unix_ms};
+pub use key::ExporterKey;
+pub use record::Record;
 pub use v5::{V5Packet, V5Record};
-pub use v9::{Set, Sets, V9Packet};
+pub use v9::{FlowSet, V9Packet};

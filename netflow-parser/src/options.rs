@@ -32,7 +32,7 @@ pub struct InterfaceName {
 
 /// What options data announced for one domain.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DomainInfo {
+pub struct DomainOptions {
     /// Sampling interval (1 in N) announced without a sampler id: applies to every flow.
     pub sampling_interval: Option<u32>,
     /// Sampling interval per sampler (v9 FLOW_SAMPLER_ID 48, IPFIX selectorId 302), for data
@@ -44,7 +44,7 @@ pub struct DomainInfo {
     pub interfaces: BTreeMap<u32, InterfaceName>,
 }
 
-impl DomainInfo {
+impl DomainOptions {
     /// The rate for flows of this domain that name no sampler: the domain-wide one, else the
     /// rate of the only sampler, or of all samplers when they agree.
     pub fn default_rate(&self) -> Option<u32> {
@@ -71,7 +71,7 @@ const MAX_NAME: usize = 256;
 pub(crate) struct OptionsState {
     /// Per exporter, so that forgetting one (evicted from the template cache) costs what it
     /// holds. Exporters have few domains: a short list each.
-    domains: HashMap<ExporterKey, Vec<(DomainKey, DomainInfo)>, RandomState>,
+    domains: HashMap<ExporterKey, Vec<(DomainKey, DomainOptions)>, RandomState>,
     /// Domains in all.
     domain_count: usize,
     overrides: HashMap<IpAddr, u32, RandomState>,
@@ -112,7 +112,7 @@ fn text(b: &[u8]) -> String {
 }
 
 impl OptionsState {
-    pub fn domain(&self, key: &DomainKey) -> Option<&DomainInfo> {
+    pub fn domain(&self, key: &DomainKey) -> Option<&DomainOptions> {
         if self.domains.is_empty() {
             return None;
         }
@@ -120,7 +120,7 @@ impl OptionsState {
         list.iter().find(|(k, _)| k == key).map(|(_, i)| i)
     }
 
-    pub fn domains(&self) -> impl Iterator<Item = (&DomainKey, &DomainInfo)> {
+    pub fn domains(&self) -> impl Iterator<Item = (&DomainKey, &DomainOptions)> {
         self.domains.values().flatten().map(|(k, i)| (k, i))
     }
 
@@ -168,7 +168,7 @@ impl OptionsState {
                     return;
                 }
                 self.domain_count += 1;
-                list.push((key, DomainInfo::default()));
+                list.push((key, DomainOptions::default()));
                 let last = list.len() - 1;
                 &mut list[last].1
             }

@@ -6,14 +6,14 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use crate::cache::{ExporterKey, Limits, TemplateCache, TemplateKey};
-use crate::header::FlowContext;
+use crate::header::RecordOrigin;
 use crate::report::Capped;
 
 /// A data set that arrived before its template, kept until the template comes.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingSet {
     pub key: TemplateKey,
-    pub ctx: FlowContext,
+    pub ctx: RecordOrigin,
     pub offset: usize,
     /// A slice of the received datagram (`Decoder::decode_bytes`) or a copy of the set.
     pub body: Bytes,
@@ -29,12 +29,12 @@ pub enum ExpiryReason {
     /// and this, the oldest set, made room for a newer one.
     Evicted,
     /// Its exporter was evicted from the full template cache (see
-    /// [`TemplateCache`](crate::TemplateCache)), and everything known about it with it.
+    /// [`TemplateCache`]), and everything known about it with it.
     ExporterEvicted,
 }
 
 /// A data set that waited for its template in vain: its records are lost. Reported once by the
-/// [`Decoded`](crate::Decoded) of the call that gave it up (or by
+/// [`DecodedDatagram`](crate::DecodedDatagram) of the call that gave it up (or by
 /// [`Decoder::expire`](crate::Decoder::expire)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExpiredSet {
@@ -49,9 +49,9 @@ pub struct ExpiredSet {
 }
 
 /// A data set of this datagram whose template is not known yet: kept in the pending buffer
-/// and decoded when the template arrives, or reported in [`Decoded::expired`](crate::Decoded::expired)
+/// and decoded when the template arrives, or reported in [`DecodedDatagram::expired`](crate::DecodedDatagram::expired)
 /// if it waits in vain. Not a loss (yet), so not a [`DecodeError`](crate::DecodeError): see
-/// [`Decoded::waiting`](crate::Decoded::waiting).
+/// [`DecodedDatagram::waiting`](crate::DecodedDatagram::waiting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WaitingSet {
     /// Offset of the set header in the datagram.
@@ -126,7 +126,7 @@ impl PendingBuffer {
     pub fn defer(
         &mut self,
         key: TemplateKey,
-        ctx: FlowContext,
+        ctx: RecordOrigin,
         offset: usize,
         body: &[u8],
         datagram: Option<&Bytes>,

@@ -87,13 +87,31 @@ const CONVENTIONS: [Convention; 4] = [
     Convention::CurrentFlows,
 ];
 
-/// What one packet accounts for in its sequence space.
+/// How far one packet moves its sequence number, counted two ways (see [`SequenceAdvance::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Units {
+pub struct SequenceAdvance {
     /// Every data record (IPFIX; options included), flows (v5), or 1 packet (v9).
     pub all: u32,
     /// The same without options records.
     pub flows: u32,
+}
+
+impl SequenceAdvance {
+    /// How far a packet moves its sequence number: `header.count` flows for v5, one packet for v9,
+    /// the data records (`data_records` flows + `options_records`) for IPFIX.
+    pub fn of(header: &Header, data_records: u32, options_records: u32) -> SequenceAdvance {
+        match header.version {
+            5 => SequenceAdvance {
+                all: u32::from(header.count),
+                flows: u32::from(header.count),
+            },
+            9 => SequenceAdvance { all: 1, flows: 1 },
+            _ => SequenceAdvance {
+                all: data_records.saturating_add(options_records),
+                flows: data_records,
+            },
+        }
+    }
 }
 
 /// Loss as one convention reads the sequence numbers.
@@ -107,7 +125,7 @@ struct Tally {
 #[derive(Debug, Clone)]
 struct State {
     last_seq: u32,
-    last: Units,
+    last: SequenceAdvance,
     tallies: [Tally; 4],
     uptime: Option<u32>,
     recent: [u32; RECENT],
@@ -116,7 +134,7 @@ struct State {
 }
 
 impl State {
-    fn expected(&self, c: Convention, cur: Units) -> u32 {
+    fn expected(&self, c: Convention, cur: SequenceAdvance) -> u32 {
         self.last_seq.wrapping_add(match c {
             Convention::PriorAll => self.last.all,
             Convention::PriorFlows => self.last.flows,
@@ -163,27 +181,11 @@ impl SequenceTracker {
         }
     }
 
-    /// The units of a packet: `header.count` flows for v5, one packet for v9, the data records
-    /// (`data_records` flows + `options_records`) for IPFIX.
-    pub fn units(header: &Header, data_records: u32, options_records: u32) -> Units {
-        match header.version {
-            5 => Units {
-                all: u32::from(header.count),
-                flows: u32::from(header.count),
-            },
-            9 => Units { all: 1, flows: 1 },
-            _ => Units {
-                all: data_records.saturating_add(options_records),
-                flows: data_records,
-            },
-        }
-    }
-
     /// Records one decoded packet.
-    pub fn observe_decoded(&mut self, decoded: &crate::Decoded<'_>) -> SequenceEvent {
+    pub fn observe_decoded(&mut self, decoded: &crate::DecodedDatagram<'_>) -> SequenceEvent {
         let h = decoded.header();
-        let units = SequenceTracker::units(&h, decoded.data_records(), decoded.options_records());
-        self.observe_units(decoded.exporter(), &h, units)
+        let units = SequenceAdvance::of(&h, decoded.data_records(), decoded.options_records());
+        self.observe_advance(decoded.exporter(), &h, units)
     }
 
     /// Records one packet: its header and, for IPFIX, the number of data records it carried.
@@ -193,19 +195,19 @@ impl SequenceTracker {
         header: &Header,
         data_records: u32,
     ) -> SequenceEvent {
-        self.observe_units(
+        self.observe_advance(
             exporter,
             header,
-            SequenceTracker::units(header, data_records, 0),
+            SequenceAdvance::of(header, data_records, 0),
         )
     }
 
     /// Records one packet with its units.
-    pub fn observe_units(
+    pub fn observe_advance(
         &mut self,
         exporter: ExporterKey,
         header: &Header,
-        units: Units,
+        units: SequenceAdvance,
     ) -> SequenceEvent {
         let key = SequenceKey {
             exporter,

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use crate::error::DecodeError;
 use crate::field::{FieldId, FieldSpec};
 use crate::flow::Flow;
-use crate::header::{FlowContext, Header};
+use crate::header::{Header, RecordOrigin};
 use crate::template::{Template, TemplateKind};
 use crate::time::uptime_to_unix_ms;
 use crate::wire::{u16_at, u32_at};
@@ -90,7 +90,7 @@ static TEMPLATE: LazyLock<Template> = LazyLock::new(|| {
 });
 
 /// The v5 record layout as a [`Template`] (id 0).
-pub fn template() -> &'static Template {
+pub(crate) fn template() -> &'static Template {
     &TEMPLATE
 }
 
@@ -177,7 +177,7 @@ impl<'a> V5Packet<'a> {
         self.records.iter().map(V5Record)
     }
 
-    /// The record bytes (`count * 48` bytes), for reading through [`template`].
+    /// The record bytes (`count * 48` bytes), for reading through [`V5Record::template`].
     #[inline]
     pub fn records_bytes(&self) -> &'a [u8] {
         self.records.as_flattened()
@@ -189,10 +189,16 @@ impl<'a> V5Packet<'a> {
 pub struct V5Record<'a>(pub &'a [u8; field::RECORD_LEN]);
 
 impl V5Record<'_> {
+    /// The v5 record layout as a [`Template`](crate::template::Template) (id 0), for code that
+    /// treats every version's records alike.
+    pub fn template() -> &'static Template {
+        template()
+    }
+
     /// The normalized flow of this record (v5 has no direction: always ingress). Reads at
     /// constant offsets; what [`Record::flow`](crate::Record::flow) does for v5 records.
     #[inline]
-    pub fn flow(&self, ctx: &FlowContext) -> Flow {
+    pub fn flow(&self, ctx: &RecordOrigin) -> Flow {
         let (start_ms, end_ms) = match ctx.header.sys_uptime_ms {
             Some(up) => (
                 uptime_to_unix_ms(ctx.export_ms, up, self.first()),

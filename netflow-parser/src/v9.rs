@@ -61,14 +61,14 @@ impl<'a> V9Packet<'a> {
     }
 
     /// The flowsets, framed by their length fields.
-    pub fn sets(&self) -> Sets<'a> {
-        Sets::new(field::HEADER_LEN, self.body)
+    pub fn sets(&self) -> FlowSets<'a> {
+        FlowSets::new(field::HEADER_LEN, self.body)
     }
 }
 
 /// One flowset (v9) or set (IPFIX): id and body, with the body's offset in the datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Set<'a> {
+pub struct FlowSet<'a> {
     /// Offset of the set header from the start of the datagram.
     pub offset: usize,
     /// The set id: templates, options templates, or a template id (>= 256) for data.
@@ -82,16 +82,16 @@ pub struct Set<'a> {
 /// Stops at the end of the packet. A set header with a length below 4 or past the end yields one
 /// [`DecodeError::BadSetLength`] and then ends; fewer than 4 trailing bytes are taken as padding.
 #[derive(Debug, Clone)]
-pub struct Sets<'a> {
+pub struct FlowSets<'a> {
     /// Offset of `rest` in the datagram.
     pos: usize,
     rest: &'a [u8],
 }
 
-impl<'a> Sets<'a> {
+impl<'a> FlowSets<'a> {
     /// Sets found in `rest`, which starts `pos` bytes into the datagram.
-    pub(crate) fn new(pos: usize, rest: &'a [u8]) -> Sets<'a> {
-        Sets { pos, rest }
+    pub(crate) fn new(pos: usize, rest: &'a [u8]) -> FlowSets<'a> {
+        FlowSets { pos, rest }
     }
 
     /// Offset in the datagram of what is not framed yet.
@@ -100,8 +100,8 @@ impl<'a> Sets<'a> {
     }
 }
 
-impl<'a> Iterator for Sets<'a> {
-    type Item = Result<Set<'a>, DecodeError>;
+impl<'a> Iterator for FlowSets<'a> {
+    type Item = Result<FlowSet<'a>, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.len() < 4 {
@@ -113,7 +113,7 @@ impl<'a> Iterator for Sets<'a> {
             Ok((rest, s)) => {
                 self.pos += self.rest.len() - rest.len();
                 self.rest = rest;
-                Some(Ok(Set {
+                Some(Ok(FlowSet {
                     offset,
                     id: s.id,
                     body: s.body,
@@ -159,12 +159,12 @@ mod tests {
         assert_eq!(
             sets,
             vec![
-                Ok(Set {
+                Ok(FlowSet {
                     offset: 20,
                     id: 256,
                     body: &[1, 2, 3, 4]
                 }),
-                Ok(Set {
+                Ok(FlowSet {
                     offset: 28,
                     id: 257,
                     body: &[9, 9]

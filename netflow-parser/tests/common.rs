@@ -78,7 +78,7 @@ pub fn canonical(v: &Value) -> String {
 /// The flows of a decoded datagram, read three ways that must agree: external iteration
 /// (`next`), internal iteration (`for_each`, which picks a reader per set), and one `next`
 /// followed by `for_each` on the rest. Returns them.
-pub fn flows_checked(decoded: &netflow_wire::Decoded<'_>) -> Vec<netflow_wire::Flow> {
+pub fn flows_checked(decoded: &netflow_wire::DecodedDatagram<'_>) -> Vec<netflow_wire::Flow> {
     let by_next: Vec<_> = decoded.flows().collect();
     let mut by_fold = Vec::new();
     decoded.flows().for_each(|f| by_fold.push(f));
@@ -88,4 +88,43 @@ pub fn flows_checked(decoded: &netflow_wire::Decoded<'_>) -> Vec<netflow_wire::F
     it.for_each(|f| mixed.push(f));
     assert_eq!(mixed, by_next, "next then for_each disagrees");
     by_next
+}
+
+/// Runs softflowd (Debian package `softflowd`; `.ci/run` installs it) on input-traffic.pcap
+/// with `args` (e.g. `["-v", "10", "-b"]`), exporting to a socket on 127.0.0.1; returns what
+/// it sent, in order. Missing softflowd fails the test.
+pub fn softflowd(args: &[&str]) -> Vec<Datagram> {
+    use std::net::UdpSocket;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let sf = std::path::Path::new("/usr/sbin/softflowd");
+    assert!(
+        sf.exists(),
+        "softflowd is missing: apt-get install -y softflowd (Debian package softflowd)"
+    );
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    // -a: times from the pcap; -d: stay in the foreground, exit at the end of the file.
+    let status = Command::new(sf)
+        .args(["-a", "-d", "-r"])
+        .arg(captures_dir().join("input-traffic.pcap"))
+        .args(args)
+        .args(["-n", &addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run softflowd");
+    assert!(status.success(), "softflowd {args:?} failed");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65535];
+    while let Ok((n, from)) = sock.recv_from(&mut buf) {
+        out.push(Datagram {
+            exporter: from.ip(),
+            payload: buf[..n].to_vec(),
+        });
+    }
+    assert!(!out.is_empty(), "softflowd {args:?} sent nothing");
+    out
 }

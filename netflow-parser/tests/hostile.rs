@@ -117,9 +117,13 @@ fn mutate(p: &[u8], rng: &mut Lcg) -> Vec<u8> {
 /// Decodes every datagram of the capture (learning its templates), then 50,000 mutations of
 /// its datagrams; returns the most bytes one mutated call requested.
 fn worst_call(name: &str) -> u64 {
-    let datagrams = common::oracle(name);
+    worst_call_of(name, &common::oracle(name))
+}
+
+/// [`worst_call`] on these datagrams.
+fn worst_call_of(name: &str, datagrams: &[common::Datagram]) -> u64 {
     let mut d = Decoder::new(Limits::default());
-    for g in &datagrams {
+    for g in datagrams {
         let _ = d.decode(g.exporter, 0, &g.payload);
     }
     let mut rng = Lcg(0x5eed ^ name.len() as u64);
@@ -148,6 +152,19 @@ fn one_hostile_call_allocates_at_most_64_kib() {
             "{name}: one call allocated {worst} bytes"
         );
     }
+}
+
+/// The same on softflowd's `-b` export (RFC 5103 biflow templates, two flows a record),
+/// made by the test.
+#[test]
+fn one_hostile_biflow_call_allocates_at_most_64_kib() {
+    let datagrams = common::softflowd(&["-v", "10", "-b"]);
+    let worst = worst_call_of("sf_biflow", &datagrams);
+    eprintln!("sf_biflow: the most one call allocated: {worst} bytes");
+    assert!(
+        worst <= MAX_PER_CALL,
+        "sf_biflow: one call allocated {worst} bytes"
+    );
 }
 
 /// The shape that cost most before (1 MB+ in one call): a 64 KB datagram of thousands of tiny

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use netflow_wire::{DecodeError, Decoder, Limit, Limits, TemplateProblem};
+use netflow_wire::{DecodeError, Decoder, ExceededLimit, Limits, TemplateProblem};
 
 const EXP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 
@@ -339,7 +339,7 @@ fn template_limit_is_an_error_not_growth() {
             assert!(matches!(
                 got[..],
                 [DecodeError::LimitExceeded {
-                    limit: Limit::TemplatesPerExporter,
+                    limit: ExceededLimit::TemplatesPerExporter,
                     max: 3,
                     ..
                 }]
@@ -457,7 +457,11 @@ fn an_evicted_exporter_takes_its_pending_sets() {
             expired[0].key.template_id,
             expired[0].reason
         ),
-        (EXP, 300, netflow_wire::ExpiryReason::ExporterEvicted)
+        (
+            EXP,
+            300,
+            netflow_wire::pending::ExpiryReason::ExporterEvicted
+        )
     );
     assert_eq!((d.pending_sets(), d.exporters_evicted()), (0, 1));
     // EXP's templates went: its data now waits.

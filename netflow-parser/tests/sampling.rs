@@ -6,7 +6,11 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use netflow_wire::{Decoder, DomainKey, Flow, Limits, SequenceTracker};
+use netflow_wire::{
+    Decoder, Flow, Limits,
+    options::DomainKey,
+    sequence::{SequenceAdvance, SequenceTracker},
+};
 
 /// Every flow of a capture, decoded in order with one decoder.
 fn flows(name: &str, decoder: &mut Decoder) -> Vec<Flow> {
@@ -83,7 +87,10 @@ fn ipfix_uptime_times_use_the_announced_system_init_time() {
         version: 10,
         domain: 0,
     };
-    let init = d.domain_info(&key).and_then(|i| i.system_init_ms).unwrap();
+    let init = d
+        .domain_options(&key)
+        .and_then(|i| i.system_init_ms)
+        .unwrap();
     assert_eq!(init, 1_704_067_200_023);
     // The capture spans 115 s from 2024-01-01 00:00:00 UTC; every flow lies inside it once the
     // options record has been seen (the first datagram carries it).
@@ -121,7 +128,7 @@ fn interface_names_from_v9_options() {
         version: 9,
         domain: 0,
     };
-    let info = d.domain_info(&key).unwrap();
+    let info = d.domain_options(&key).unwrap();
     assert_eq!(
         info.interfaces.get(&0).map(|n| n.name.as_str()),
         Some("input/traffic.pc")
@@ -169,8 +176,7 @@ fn a_missing_datagram_is_counted_as_exactly_its_records() {
                 // Lost on the way: what it would have counted for.
                 let h = decoded.header();
                 dropped = u64::from(
-                    SequenceTracker::units(&h, decoded.data_records(), decoded.options_records())
-                        .all,
+                    SequenceAdvance::of(&h, decoded.data_records(), decoded.options_records()).all,
                 );
                 continue;
             }
@@ -188,7 +194,7 @@ fn a_missing_datagram_is_counted_as_exactly_its_records() {
 #[test]
 fn per_sampler_rates_and_bounded_interface_names() {
     use netflow_wire::emit::Message;
-    use netflow_wire::{FieldId, FieldSpec, Header};
+    use netflow_wire::{FieldId, Header, template::FieldSpec};
     let h = Header {
         version: 9,
         sys_uptime_ms: Some(1),
@@ -252,7 +258,7 @@ fn per_sampler_rates_and_bounded_interface_names() {
         (3, 3002)
     );
     let info = d
-        .domain_info(&DomainKey {
+        .domain_options(&DomainKey {
             exporter: exporter.into(),
             version: 9,
             domain: 0,

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Decode every NetFlow v5/v9/IPFIX datagram of a pcap or pcapng capture with one template cache,
-/// in capture order, and print one JSON object per flow record on stdout (counters as exported,
-/// before sampling renormalization; options records are not printed). A summary line goes to
-/// stderr. Use it to check the decoder against your own router's export.
+/// in capture order, and print one JSON object per flow on stdout (counters as exported,
+/// before sampling renormalization; options records are not printed; an IPFIX biflow record
+/// prints its forward half, then its reverse half). A summary line goes to stderr. Use it to check the decoder against your own router's export.
 #[derive(Parser, Debug)]
 #[command(name = "netflow-decode", version)]
 struct Args {

@@ -1,14 +1,16 @@
-//! Data records as zero-copy views over a set, read through a compiled [`Template`].
+//! Data records as zero-copy views over a set, read through a compiled [`Template`]: this file
+//! the view, its fields and the iterators; `flow` what a record becomes, its normalized flow
+//! (two for a biflow record).
+
+mod flow;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::field::{FieldId, FieldSpec};
-use crate::flow::Flow;
-use crate::header::FlowContext;
-use crate::template::{Duration, SlotId, Template, TemplateKind, TimeSource};
-use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
-use crate::v5::V5Record;
+use crate::template::{SlotId, Template, TemplateKind};
 use crate::wire::be_uint;
+
+pub use flow::RecordFlows;
 
 /// One data record: its bytes and the template that describes them.
 ///
@@ -65,8 +67,8 @@ impl<'a> Record<'a> {
     }
 
     /// Every field with its bytes, in record order.
-    pub fn fields(&self) -> Fields<'a> {
-        Fields {
+    pub fn fields(&self) -> FieldValues<'a> {
+        FieldValues {
             record: *self,
             index: 0,
             end: self.template.fields().len(),
@@ -76,8 +78,8 @@ impl<'a> Record<'a> {
     /// The scope fields of an options record (RFC 3954 §6.2, RFC 7011 §3.4.2.2); none for a
     /// data record. In v9 their ids are scope types (1 system, 2 interface, 3 line card,
     /// 4 cache, 5 template).
-    pub fn scope(&self) -> Fields<'a> {
-        Fields {
+    pub fn scope(&self) -> FieldValues<'a> {
+        FieldValues {
             record: *self,
             index: 0,
             end: self.scope_count(),
@@ -85,8 +87,8 @@ impl<'a> Record<'a> {
     }
 
     /// The non-scope fields: all of a data record's, the option fields of an options record.
-    pub fn options(&self) -> Fields<'a> {
-        Fields {
+    pub fn options(&self) -> FieldValues<'a> {
+        FieldValues {
             record: *self,
             index: self.scope_count(),
             end: self.template.fields().len(),
@@ -196,182 +198,17 @@ impl<'a> Record<'a> {
     pub fn sampling_interval(&self) -> Option<u32> {
         self.slot_uint(SlotId::SamplingInterval).map(|v| v as u32)
     }
-
-    /// Flow start and end in Unix milliseconds, from whichever time fields the template has:
-    /// absolute ms (152/153), s (150/151), NTP µs/ns (154..157), or sysUptime-relative
-    /// FIRST/LAST_SWITCHED (22/21) against the header's uptime and export time (or IPFIX
-    /// systemInitTimeMilliseconds 160), or µs before the export time (158/159); a duration
-    /// (161/162) gives the one the template lacks. `(0, 0)` when unknown.
-    #[inline]
-    pub fn times(&self, ctx: &FlowContext) -> (u64, u64) {
-        let [start, end] = self.template.time_sources();
-        let (start, end) = (self.time(start, ctx), self.time(end, ctx));
-        if self.template.duration() == Duration::None {
-            return (start, end);
-        }
-        self.complete_with_duration(start, end)
-    }
-
-    /// [`Record::times`] without the duration (161/162) step: what [`Record::flow_raw`] uses.
-    #[inline(always)]
-    fn raw_times(&self, ctx: &FlowContext) -> (u64, u64) {
-        let [start, end] = self.template.time_sources();
-        (self.time(start, ctx), self.time(end, ctx))
-    }
-
-    /// The time a template lacks, from its duration field (161/162); kept out of line so
-    /// that the common templates' hot loop stays small.
-    #[inline(never)]
-    fn complete_with_duration(&self, start: u64, end: u64) -> (u64, u64) {
-        let ms = |slot: SlotId, micros: bool| {
-            let d = self.slot_uint(slot).unwrap_or(0);
-            if micros { d / 1000 } else { d }
-        };
-        match self.template.duration() {
-            Duration::None => (start, end),
-            Duration::GivesStart { .. } if end == 0 => (0, 0),
-            Duration::GivesStart { slot, micros } => (end.saturating_sub(ms(slot, micros)), end),
-            Duration::GivesEnd { .. } if start == 0 => (0, 0),
-            Duration::GivesEnd { slot, micros } => (start, start.saturating_add(ms(slot, micros))),
-        }
-    }
-
-    #[inline(always)]
-    fn time(&self, source: TimeSource, ctx: &FlowContext) -> u64 {
-        // Fast path: one load (a Wide slot reads as 0 where `slot_uint` gives `None`).
-        if let Some(w) = self.template.wide() {
-            let rd = |s: SlotId| w[s as usize].read(self.data);
-            match (source, ctx.header.sys_uptime_ms) {
-                (TimeSource::None, _) => return 0,
-                (TimeSource::Millis(s), _) => return rd(s),
-                (TimeSource::Secs(s), _) => return rd(s).saturating_mul(1000),
-                (TimeSource::Ntp(s), _) => return ntp_to_unix_ms(rd(s)),
-                (TimeSource::DeltaMicros(s), _) => {
-                    return ctx.export_ms.saturating_sub(rd(s) / 1000);
-                }
-                (TimeSource::Uptime(s), Some(uptime)) => {
-                    return uptime_to_unix_ms(ctx.export_ms, uptime, rd(s) as u32);
-                }
-                // IPFIX: relative to systemInitTimeMilliseconds learned from options data.
-                (TimeSource::Uptime(s), None) => {
-                    return ctx
-                        .system_init_ms
-                        .map_or(0, |init| init.saturating_add(rd(s)));
-                }
-                _ => {}
-            }
-        }
-        match source {
-            TimeSource::None => 0,
-            TimeSource::Millis(s) => self.slot_uint(s).unwrap_or(0),
-            TimeSource::Secs(s) => self.slot_uint(s).unwrap_or(0).saturating_mul(1000),
-            TimeSource::Ntp(s) => self.slot_uint(s).map_or(0, ntp_to_unix_ms),
-            TimeSource::DeltaMicros(s) => self
-                .slot_uint(s)
-                .map_or(0, |d| ctx.export_ms.saturating_sub(d / 1000)),
-            TimeSource::Uptime(s) => match (
-                self.slot_uint(s),
-                ctx.header.sys_uptime_ms,
-                ctx.system_init_ms,
-            ) {
-                (Some(t), Some(uptime), _) => uptime_to_unix_ms(ctx.export_ms, uptime, t as u32),
-                // IPFIX: relative to systemInitTimeMilliseconds learned from options data.
-                (Some(t), None, Some(init)) => init.saturating_add(t),
-                _ => 0,
-            },
-            TimeSource::InitPlusUptime(s) => {
-                match (self.slot_uint(SlotId::SystemInitMillis), self.slot_uint(s)) {
-                    (Some(init), Some(t)) => init.saturating_add(t),
-                    _ => 0,
-                }
-            }
-        }
-    }
-
-    /// The normalized flow of this record, or `None` when it is an options record or carries no
-    /// source and destination address (such records are not flows; count them).
-    ///
-    /// Its `sampling_interval` is the context's (the exporter's or domain's rate). A record that
-    /// names its sampler (FLOW_SAMPLER_ID 48, selectorId 302) gets that sampler's rate through
-    /// [`DataSet::flow`](crate::DataSet::flow) and [`Decoded::flows`](crate::Decoded::flows).
-    #[inline(always)]
-    pub fn flow(&self, ctx: &FlowContext) -> Option<Flow> {
-        let mut f = self.flow_raw(ctx)?;
-        if self.template.duration() != Duration::None {
-            (f.start_ms, f.end_ms) = self.complete_with_duration(f.start_ms, f.end_ms);
-        }
-        Some(f)
-    }
-
-    /// [`Record::flow`] for templates without a duration field (161/162), which the caller
-    /// checked once per set: the hot loop of `Flows::fold`.
-    #[inline(always)]
-    pub(crate) fn flow_raw(&self, ctx: &FlowContext) -> Option<Flow> {
-        if self.template.is_v5()
-            && let Some(r) = self.data.first_chunk::<48>()
-        {
-            return Some(V5Record(r).flow(ctx));
-        }
-        if self.is_options() {
-            return None;
-        }
-        let src_addr = self.src_addr()?;
-        let dst_addr = self.dst_addr()?;
-        let (start_ms, end_ms) = self.raw_times(ctx);
-        let sampling_interval = ctx.sampling_interval.max(1);
-        if let Some(w) = self.template.wide() {
-            // Fast path: one load per field, absent fields read as 0.
-            let rec = self.data;
-            let rd = |s: SlotId| w[s as usize].read(rec);
-            return Some(Flow {
-                ts_micros: ctx.ts_micros,
-                exporter: ctx.exporter,
-                input_if: rd(SlotId::InputIf) as u32,
-                output_if: rd(SlotId::OutputIf) as u32,
-                direction: rd(SlotId::Direction) as u8,
-                protocol: rd(SlotId::Protocol) as u8,
-                src_addr,
-                dst_addr,
-                src_port: rd(SlotId::SrcPort) as u16,
-                dst_port: rd(SlotId::DstPort) as u16,
-                bytes: rd(SlotId::Bytes),
-                packets: rd(SlotId::Packets),
-                tcp_flags: (rd(SlotId::TcpFlags) & 0xff) as u8,
-                sampling_interval,
-                start_ms,
-                end_ms,
-            });
-        }
-        Some(Flow {
-            ts_micros: ctx.ts_micros,
-            exporter: ctx.exporter,
-            input_if: self.input_if().unwrap_or(0),
-            output_if: self.output_if().unwrap_or(0),
-            direction: self.direction().unwrap_or(Flow::INGRESS),
-            protocol: self.protocol().unwrap_or(0),
-            src_addr,
-            dst_addr,
-            src_port: self.src_port().unwrap_or(0),
-            dst_port: self.dst_port().unwrap_or(0),
-            bytes: self.bytes().unwrap_or(0),
-            packets: self.packets().unwrap_or(0),
-            tcp_flags: self.tcp_flags().unwrap_or(0),
-            sampling_interval,
-            start_ms,
-            end_ms,
-        })
-    }
 }
 
 /// Iterator over `(spec, bytes)` of a record's fields; see [`Record::fields`].
 #[derive(Debug, Clone)]
-pub struct Fields<'a> {
+pub struct FieldValues<'a> {
     record: Record<'a>,
     index: usize,
     end: usize,
 }
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for FieldValues<'a> {
     type Item = (FieldSpec, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
         if self.index >= self.end {

@@ -6,7 +6,7 @@
 //! A query has a time window (`from <= ts <= to`, which on PostgreSQL prunes the hourly
 //! partitions), an optional filter [`Expr`], and an [`Output`]: the matching flows newest first,
 //! or groups of flows by some keys with their flow, packet and byte totals. Results are handed
-//! to a callback row by row ([`QueryRow`]), and [`crate::Store::query`] returns the [`Totals`]
+//! to a callback row by row ([`QueryRow`]), and [`crate::FlowRead::query`] returns the [`Totals`]
 //! of every matching flow.
 //!
 //! ```
@@ -211,7 +211,7 @@ pub struct Group<'a> {
     pub bytes: u64,
 }
 
-/// One result row handed to the callback of [`crate::Store::query`].
+/// One result row handed to the callback of [`crate::FlowRead::query`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QueryRow<'a> {

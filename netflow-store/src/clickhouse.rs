@@ -35,6 +35,7 @@
 //! the queries only read. Several writers each write a database (a shard) of their own.
 #![allow(clippy::cast_possible_truncation)]
 
+mod exporters;
 mod http;
 mod pushdown;
 mod query;
@@ -47,11 +48,11 @@ use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use self::http::Http;
-use self::rowbinary::{FLOW_COLUMNS, FLOW_ROW_LEN, Reader, addr_from16, addr16, put_flow};
+use self::rowbinary::{FLOW_COLUMNS, FLOW_ROW_LEN, Reader, addr16, put_flow};
 use crate::partition::{HOUR_MICROS, check_ts, hour_of};
 use crate::{
     Backend, Expired, Exporter, Flow, FlowRead, FlowWrite, JobLedger, JobMark, SCHEMA_VERSION,
-    Snapshot, StoreConfig, StoreError, Upkeep, Written, counter_to_db, from_db, ts_span,
+    Snapshot, StoreConfig, StoreError, Upkeep, Written, from_db, ts_span,
 };
 
 /// A store in a ClickHouse database.
@@ -472,26 +473,7 @@ impl FlowWrite for ClickHouseStore {
     }
 
     fn upsert_exporters(&mut self, deltas: &[Exporter]) -> Result<(), StoreError> {
-        if deltas.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(deltas.len() * 65);
-        for d in deltas {
-            let (addr, v6) = addr16(d.addr);
-            buf.extend_from_slice(&addr);
-            buf.push(u8::from(v6));
-            buf.extend_from_slice(&d.first_seen_micros.to_le_bytes());
-            buf.extend_from_slice(&d.last_seen_micros.to_le_bytes());
-            for c in [d.packets, d.flows, d.lost_packets, d.lost_flows] {
-                buf.extend_from_slice(&counter_to_db(c).to_le_bytes());
-            }
-        }
-        self.http.insert(
-            &format!("{}exporters", self.t),
-            "addr, v6_mapped, first_seen, last_seen, packets, flows, lost_packets, lost_flows",
-            &buf,
-            &[],
-        )
+        exporters::upsert(self, deltas)
     }
 }
 
@@ -505,39 +487,7 @@ impl FlowRead for ClickHouseStore {
     }
 
     fn exporters(&mut self) -> Result<Vec<Exporter>, StoreError> {
-        // sums saturate at i64::MAX like the other backends (a UInt64 sum could wrap)
-        let sat = |c: &str| {
-            format!(
-                "if(sum(toFloat64({c})) >= toFloat64(9223372036854775807), \
-                 toUInt64(9223372036854775807), sum({c}))"
-            )
-        };
-        let reply = self.http.query(&format!(
-            "SELECT addr, v6_mapped, min(first_seen), max(last_seen), {}, {}, {}, {} \
-             FROM {}exporters GROUP BY addr, v6_mapped FORMAT RowBinary",
-            sat("packets"),
-            sat("flows"),
-            sat("lost_packets"),
-            sat("lost_flows"),
-            self.t
-        ))?;
-        let mut r = Reader::new(&reply);
-        let mut out = Vec::new();
-        while !r.is_empty() {
-            let addr = r.fixed16()?;
-            let v6 = r.u8()? != 0;
-            out.push(Exporter {
-                addr: addr_from16(addr, v6),
-                first_seen_micros: r.i64()?,
-                last_seen_micros: r.i64()?,
-                packets: r.u64()?,
-                flows: r.u64()?,
-                lost_packets: r.u64()?,
-                lost_flows: r.u64()?,
-            });
-        }
-        out.sort_by_key(|e| e.addr);
-        Ok(out)
+        exporters::read(self)
     }
 
     fn query(

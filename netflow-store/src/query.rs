@@ -243,6 +243,13 @@ impl Totals {
             bytes,
         }
     }
+
+    /// Counts one more flow (sums saturate, as the servers' do).
+    pub fn add(&mut self, flow: &Flow) {
+        self.flows += 1;
+        self.packets = self.packets.saturating_add(flow.packets);
+        self.bytes = self.bytes.saturating_add(flow.bytes);
+    }
 }
 
 /// A filter expression.

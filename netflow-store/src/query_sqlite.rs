@@ -153,11 +153,7 @@ pub(crate) fn run(
             let mut stopped = false;
             while let Some(row) = rows.next()? {
                 let fl = crate::sqlite::flow_from_row(row)?;
-                t = Totals::new(
-                    t.flows + 1,
-                    t.packets.saturating_add(fl.packets),
-                    t.bytes.saturating_add(fl.bytes),
-                );
+                t.add(&fl);
                 if f(QueryRow::Flow(&fl)).is_break() {
                     stopped = true;
                     break;

@@ -11,7 +11,7 @@ use crate::header::{Header, RecordOrigin};
 use crate::options::DomainKey;
 use crate::pending::{ExpiredSet, WaitingSet};
 use crate::record::{Record, RecordFlows, Records};
-use crate::template::{self, Template};
+use crate::template::{self, FixedTimes, Template};
 use crate::v5;
 use crate::v9::FlowSets;
 
@@ -329,17 +329,61 @@ impl<'a> DataSet<'a> {
             && let Some(len) = self.template.record_len()
             && len > 0
         {
-            for rec in body.chunks_exact(len) {
-                if let Some(flow) = Record::new(rec, self.template).flow_raw(&self.ctx) {
-                    acc = f(acc, flow);
-                }
-            }
-            return acc;
+            return self.fold_fixed(body, len, acc, f);
         }
         // Biflow records come here too: one call site of `f` for both halves (another one
         // made the common templates' loops slower, measured).
         for r in records {
             for flow in self.record_flows(&r) {
+                acc = f(acc, flow);
+            }
+        }
+        acc
+    }
+
+    /// [`DataSet::fold_flows`] for fixed-length records read at fixed offsets, without
+    /// per-sampler rates, reverse halves or durations. Not inlined into the fold: its loops
+    /// would otherwise crowd v5's (more registers saved, measured +7 % instructions there).
+    #[inline(never)]
+    fn fold_fixed<B, F: FnMut(B, Flow) -> B>(
+        &self,
+        body: &'a [u8],
+        len: usize,
+        mut acc: B,
+        f: &mut F,
+    ) -> B {
+        let (t, ctx) = (self.template, &self.ctx);
+        // One loop per common time source (the reader is then inlined, not matched on per
+        // record); each ends in the same call of `f`.
+        macro_rules! each {
+            ($times:expr) => {{
+                for rec in body.chunks_exact(len) {
+                    if let Some(flow) = Record::new(rec, t).flow_fixed(ctx, $times) {
+                        acc = f(acc, flow);
+                    }
+                }
+                return acc;
+            }};
+        }
+        match t.fixed_times(ctx) {
+            FixedTimes::Other => {}
+            // The variant is a constant in each loop: `flow_fixed` inlines its reader.
+            FixedTimes::Uptime {
+                start,
+                end,
+                export_ms,
+                uptime,
+            } => each!(FixedTimes::Uptime {
+                start,
+                end,
+                export_ms,
+                uptime
+            }),
+            FixedTimes::Millis { start, end } => each!(FixedTimes::Millis { start, end }),
+            FixedTimes::Secs { start, end } => each!(FixedTimes::Secs { start, end }),
+        }
+        for rec in body.chunks_exact(len) {
+            if let Some(flow) = Record::new(rec, t).flow_raw(ctx) {
                 acc = f(acc, flow);
             }
         }

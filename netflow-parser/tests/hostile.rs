@@ -5,7 +5,7 @@
 //!
 //! Bytes are counted, not time (no timed asserts): the slowest call is measured by
 //! `cargo run --release -p netflow-benches --bin bench hostile` and reported in
-//! `benches/README.md`.
+//! `benches/README.md`; `work_bound.rs` tests that work grows linearly with the datagram.
 #![allow(unsafe_code)]
 
 mod common;

@@ -450,6 +450,61 @@ proptest! {
     }
 
     #[test]
+    fn every_time_source_reads_the_same_by_each_reader(
+        (fields, flows) in any::<bool>().prop_flat_map(|v6| (template(v6), prop::collection::vec(flow(v6), 1..30))),
+        layout in prop_oneof![
+            Just([FieldId::FIRST_SWITCHED, FieldId::LAST_SWITCHED]),
+            Just([FieldId::FLOW_START_SECONDS, FieldId::FLOW_END_SECONDS]),
+            Just([FieldId::FLOW_START_MILLISECONDS, FieldId::FLOW_END_MILLISECONDS]),
+            // Mixed sources take the general reader.
+            Just([FieldId::FLOW_START_SECONDS, FieldId::FLOW_END_MILLISECONDS]),
+            Just([FieldId::FIRST_SWITCHED, FieldId::FLOW_END_SECONDS]),
+        ],
+        at in any::<[prop::sample::Index; 2]>(),
+        ipfix in any::<bool>(),
+        uptime in 3_600_000u32..u32::MAX,
+    ) {
+        // The fold loop reads times through a reader chosen once per set (sysUptime, seconds,
+        // milliseconds) and `next` through the general one: both give the times written, for
+        // fields anywhere in the record.
+        let mut fields: Vec<FieldSpec> = fields.iter().map(|p| p.spec).filter(|f| {
+            f.enterprise == 0 && f.id != FieldId::FLOW_START_MILLISECONDS && f.id != FieldId::FLOW_END_MILLISECONDS
+        }).collect();
+        for (id, at) in layout.iter().zip(at) {
+            let len = if *id == FieldId::FLOW_START_MILLISECONDS || *id == FieldId::FLOW_END_MILLISECONDS { 8 } else { 4 };
+            fields.insert(at.index(fields.len() + 1), FieldSpec::new(*id, len));
+        }
+        let header = Header {
+            version: if ipfix { 10 } else { 9 },
+            sys_uptime_ms: (!ipfix).then_some(uptime),
+            export_secs: 1_700_000_000,
+            ..Header::default()
+        };
+        prop_assume!(!ipfix || layout[0] != FieldId::FIRST_SWITCHED);
+        let export = header.export_ms();
+        // Whole seconds within the last hour, so that every source can carry them exactly.
+        let flows: Vec<Flow> = flows.into_iter().enumerate().map(|(i, f)| Flow {
+            start_ms: export - 1000 * (3_000 - (i as u64 * 37) % 3_000),
+            end_ms: export - 1000 * ((i as u64 * 11) % 600),
+            ..f
+        }).collect();
+        let mut buf = Vec::new();
+        let mut m = Message::new(&mut buf, &header);
+        m.set(if ipfix { 2 } else { 0 }).template(300, &fields);
+        m.set(300);
+        for f in &flows {
+            m.flow(&fields, f, &header);
+        }
+        m.finish().unwrap();
+        let mut d = Decoder::default();
+        let decoded = d.decode(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, &buf).unwrap();
+        prop_assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+        let got: Vec<(u64, u64)> = common::flows_checked(&decoded).iter().map(|g| (g.start_ms, g.end_ms)).collect();
+        let want: Vec<(u64, u64)> = flows.iter().map(|f| (f.start_ms, f.end_ms)).collect();
+        prop_assert_eq!(got, want);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600), version in prop_oneof![Just(5u16), Just(9), Just(10), any::<u16>()]) {
         let mut bytes = bytes;
         if bytes.len() >= 2 {

@@ -52,13 +52,20 @@ struct Row {
     allocs: f64,
 }
 
-fn measure<C: Contender>(
+/// One row to time: its figures so far and the closure that runs one sample of it (decodes
+/// for [`SAMPLE`], returns ns per datagram).
+struct Timed<'a> {
+    row: Row,
+    run: Box<dyn FnMut() -> f64 + 'a>,
+}
+
+fn measure<'a, C: Contender + 'a>(
     case: &'static str,
     version: u16,
     tpl: &[u8],
-    data: &[u8],
+    data: &'a [u8],
     want: Totals,
-    rows: &mut Vec<Row>,
+    rows: &mut Vec<Timed<'a>>,
 ) {
     let filter = std::env::args().nth(1).unwrap_or_default();
     if !C::supports(version) || !format!("old {case} {}", C::NAME).contains(&filter) {
@@ -83,30 +90,41 @@ fn measure<C: Contender>(
         black_box(dec.decode(black_box(data)));
     }
     let allocs = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 1000.0;
-    // Best of 5 runs of ~200 ms each.
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let mut n = 0u64;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(200) {
-            for _ in 0..100 {
-                black_box(dec.decode(black_box(data)));
+    rows.push(Timed {
+        row: Row {
+            table: "old",
+            case,
+            name: C::NAME,
+            ns: f64::MAX,
+            allocs,
+        },
+        run: Box::new(move || {
+            let mut n = 0u64;
+            let start = Instant::now();
+            while start.elapsed() < SAMPLE {
+                for _ in 0..100 {
+                    black_box(dec.decode(black_box(data)));
+                }
+                n += 100;
             }
-            n += 100;
-        }
-        best = best.min(start.elapsed().as_nanos() as f64 / n as f64);
-    }
-    rows.push(Row {
-        table: "old",
-        case,
-        name: C::NAME,
-        ns: best,
-        allocs,
+            start.elapsed().as_nanos() as f64 / n as f64
+        }),
     });
 }
 
+/// Timed runs per row, each of [`SAMPLE`]; a row's time is its fastest run. The rows take
+/// turns, one sample each per round, so that a slow spell of a shared machine (other
+/// processes, a hypervisor's steal time: runs slowed 2-3x for seconds here) falls on every
+/// row alike instead of on a few rows' whole measurement.
+const SAMPLES: usize = 25;
+const SAMPLE: Duration = Duration::from_millis(40);
+
 /// The realistic workload: every datagram of `w` in turn, each flow consumed whole.
-fn measure_realistic<C: Contender>(w: &inputs::Workload, want: Totals, rows: &mut Vec<Row>) {
+fn measure_realistic<'a, C: Contender + 'a>(
+    w: &'a inputs::Workload,
+    want: Totals,
+    rows: &mut Vec<Timed<'a>>,
+) {
     let filter = std::env::args().nth(1).unwrap_or_default();
     if !C::supports(w.version) || !format!("realistic {} {}", w.name, C::NAME).contains(&filter) {
         return;
@@ -137,24 +155,25 @@ fn measure_realistic<C: Contender>(w: &inputs::Workload, want: Totals, rows: &mu
         black_box(dec.decode_whole(black_box(&w.data[i % n])));
     }
     let allocs = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 1600.0;
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let mut count = 0u64;
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(200) {
-            for d in &w.data {
-                black_box(dec.decode_whole(black_box(d)));
+    rows.push(Timed {
+        row: Row {
+            table: "realistic",
+            case: w.name,
+            name: C::NAME,
+            ns: f64::MAX,
+            allocs,
+        },
+        run: Box::new(move || {
+            let mut count = 0u64;
+            let start = Instant::now();
+            while start.elapsed() < SAMPLE {
+                for d in &w.data {
+                    black_box(dec.decode_whole(black_box(d)));
+                }
+                count += n as u64;
             }
-            count += n as u64;
-        }
-        best = best.min(start.elapsed().as_nanos() as f64 / count as f64);
-    }
-    rows.push(Row {
-        table: "realistic",
-        case: w.name,
-        name: C::NAME,
-        ns: best,
-        allocs,
+            start.elapsed().as_nanos() as f64 / count as f64
+        }),
     });
 }
 
@@ -366,7 +385,16 @@ fn main() {
         return;
     }
     let workloads = inputs::realistic();
-    let mut rows = Vec::new();
+    let (t9, d9) = inputs::templated_packets(9, false);
+    let (t96, d96) = inputs::templated_packets(9, true);
+    let (t10, d10) = inputs::templated_packets(10, false);
+    let cases: [(&str, u16, &[u8], Vec<u8>); 4] = [
+        ("v5", 5, &[], inputs::v5_packet()),
+        ("v9 IPv4", 9, &t9, d9),
+        ("v9 IPv6", 9, &t96, d96),
+        ("IPFIX IPv4", 10, &t10, d10),
+    ];
+    let mut timed = Vec::new();
     for w in &workloads {
         let mut ours = Ours::new();
         ours.decode_whole(&w.template);
@@ -379,28 +407,25 @@ fn main() {
             want.packets += t.packets;
             want.mix += t.mix;
         }
-        measure_realistic::<Ours>(w, want, &mut rows);
-        measure_realistic::<NetflowParserCrate>(w, want, &mut rows);
-        measure_realistic::<Netgauze>(w, want, &mut rows);
+        measure_realistic::<Ours>(w, want, &mut timed);
+        measure_realistic::<NetflowParserCrate>(w, want, &mut timed);
+        measure_realistic::<Netgauze>(w, want, &mut timed);
     }
-    let (t9, d9) = inputs::templated_packets(9, false);
-    let (t96, d96) = inputs::templated_packets(9, true);
-    let (t10, d10) = inputs::templated_packets(10, false);
-    let cases: [(&str, u16, &[u8], Vec<u8>); 4] = [
-        ("v5", 5, &[], inputs::v5_packet()),
-        ("v9 IPv4", 9, &t9, d9),
-        ("v9 IPv6", 9, &t96, d96),
-        ("IPFIX IPv4", 10, &t10, d10),
-    ];
     for (case, version, tpl, data) in &cases {
         let mut ours = Ours::new();
         ours.decode(tpl);
         let want = ours.decode(data);
         assert_eq!(want.flows, inputs::RECORDS as u64);
-        measure::<Ours>(case, *version, tpl, data, want, &mut rows);
-        measure::<NetflowParserCrate>(case, *version, tpl, data, want, &mut rows);
-        measure::<Netgauze>(case, *version, tpl, data, want, &mut rows);
+        measure::<Ours>(case, *version, tpl, data, want, &mut timed);
+        measure::<NetflowParserCrate>(case, *version, tpl, data, want, &mut timed);
+        measure::<Netgauze>(case, *version, tpl, data, want, &mut timed);
     }
+    for _ in 0..SAMPLES {
+        for t in &mut timed {
+            t.row.ns = t.row.ns.min((t.run)());
+        }
+    }
+    let rows: Vec<Row> = timed.into_iter().map(|t| t.row).collect();
     if rows.iter().any(|r| r.table == "realistic") {
         println!(
             "Realistic: {} distinct datagrams cycled, every flow consumed whole",

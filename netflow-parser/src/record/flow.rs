@@ -4,7 +4,7 @@
 use super::Record;
 use crate::flow::Flow;
 use crate::header::RecordOrigin;
-use crate::template::{Duration, SlotId, TimeSource};
+use crate::template::{Duration, FixedTimes, SlotId, TimeSource};
 use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
 use crate::v5::V5Record;
 
@@ -121,33 +121,13 @@ impl<'a> Record<'a> {
         if self.is_options() {
             return None;
         }
+        if self.template.wide().is_some() {
+            return self.flow_fixed(ctx, FixedTimes::Other);
+        }
+        let sampling_interval = ctx.sampling_interval.max(1);
         let src_addr = self.src_addr()?;
         let dst_addr = self.dst_addr()?;
         let (start_ms, end_ms) = self.raw_times(ctx);
-        let sampling_interval = ctx.sampling_interval.max(1);
-        if let Some(w) = self.template.wide() {
-            // Fast path: one load per field, absent fields read as 0.
-            let rec = self.data;
-            let rd = |s: SlotId| w[s as usize].read(rec);
-            return Some(Flow {
-                ts_micros: ctx.ts_micros,
-                exporter: ctx.exporter,
-                input_if: rd(SlotId::InputIf) as u32,
-                output_if: rd(SlotId::OutputIf) as u32,
-                direction: rd(SlotId::Direction) as u8,
-                protocol: rd(SlotId::Protocol) as u8,
-                src_addr,
-                dst_addr,
-                src_port: rd(SlotId::SrcPort) as u16,
-                dst_port: rd(SlotId::DstPort) as u16,
-                bytes: rd(SlotId::Bytes),
-                packets: rd(SlotId::Packets),
-                tcp_flags: (rd(SlotId::TcpFlags) & 0xff) as u8,
-                sampling_interval,
-                start_ms,
-                end_ms,
-            });
-        }
         Some(Flow {
             ts_micros: ctx.ts_micros,
             exporter: ctx.exporter,
@@ -163,6 +143,55 @@ impl<'a> Record<'a> {
             packets: self.packets().unwrap_or(0),
             tcp_flags: self.tcp_flags().unwrap_or(0),
             sampling_interval,
+            start_ms,
+            end_ms,
+        })
+    }
+
+    /// [`Record::flow_raw`] for a template whose slots all sit at fixed offsets
+    /// ([`Template::wide`](crate::template::Template) is `Some`; the caller checked): one load
+    /// per field, absent fields read as 0, the times through `times` (the set's reader, picked
+    /// once per set by the fold loop, whose variant is then known here: no match per record;
+    /// or `Other`, the general reader).
+    #[inline(always)]
+    pub(crate) fn flow_fixed(&self, ctx: &RecordOrigin, times: FixedTimes) -> Option<Flow> {
+        let rec = self.data;
+        let w = self.template.wide()?;
+        let rd = |s: SlotId| w[s as usize].read(rec);
+        let [src, dst] = self.template.addrs();
+        let (src_addr, dst_addr) = (src.read(rec)?, dst.read(rec)?);
+        let (start_ms, end_ms) = match times {
+            FixedTimes::Uptime {
+                start,
+                end,
+                export_ms,
+                uptime,
+            } => (
+                uptime_to_unix_ms(export_ms, uptime, start.read(rec) as u32),
+                uptime_to_unix_ms(export_ms, uptime, end.read(rec) as u32),
+            ),
+            FixedTimes::Millis { start, end } => (start.read(rec), end.read(rec)),
+            FixedTimes::Secs { start, end } => (
+                start.read(rec).saturating_mul(1000),
+                end.read(rec).saturating_mul(1000),
+            ),
+            FixedTimes::Other => self.raw_times(ctx),
+        };
+        Some(Flow {
+            ts_micros: ctx.ts_micros,
+            exporter: ctx.exporter,
+            input_if: rd(SlotId::InputIf) as u32,
+            output_if: rd(SlotId::OutputIf) as u32,
+            direction: rd(SlotId::Direction) as u8,
+            protocol: rd(SlotId::Protocol) as u8,
+            src_addr,
+            dst_addr,
+            src_port: rd(SlotId::SrcPort) as u16,
+            dst_port: rd(SlotId::DstPort) as u16,
+            bytes: rd(SlotId::Bytes),
+            packets: rd(SlotId::Packets),
+            tcp_flags: (rd(SlotId::TcpFlags) & 0xff) as u8,
+            sampling_interval: ctx.sampling_interval.max(1),
             start_ms,
             end_ms,
         })

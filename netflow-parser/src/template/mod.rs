@@ -20,7 +20,7 @@ pub(crate) use biflow::Reverse;
 pub(crate) use parse::{
     TemplateRecord, encode_fields, ipfix_template, v9_options_template, v9_template,
 };
-pub(crate) use slots::{Duration, Slot, SlotId, TimeSource, Wide};
+pub(crate) use slots::{AddrAt, Duration, FixedTimes, Slot, SlotId, TimeSource, Wide};
 use slots::{FORWARD_COUNTERS, SLOT_COUNT, choose, fall_back};
 
 /// Whether a template describes flow records or options records.
@@ -67,6 +67,8 @@ pub struct Template {
     /// Branch-free readers for the integer slots, when every slot is at a fixed offset and
     /// every record is at least 8 bytes long (see [`Wide`]).
     wide: Option<[Wide; SLOT_COUNT]>,
+    /// Source and destination address positions, for the same fast path as `wide`.
+    addrs: [AddrAt; 2],
     /// The static NetFlow v5 layout: records are read at constant offsets.
     v5: bool,
     /// Where the reverse direction's counters and flags sit, for an RFC 5103 biflow template
@@ -190,6 +192,10 @@ impl Template {
             times,
             duration,
             wide,
+            addrs: [
+                AddrAt::of(slots[SlotId::Src4 as usize], slots[SlotId::Src6 as usize]),
+                AddrAt::of(slots[SlotId::Dst4 as usize], slots[SlotId::Dst6 as usize]),
+            ],
             v5: false,
             reverse,
         })

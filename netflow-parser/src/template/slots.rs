@@ -4,7 +4,9 @@
 
 use super::Template;
 use crate::field::FieldId;
+use crate::header::RecordOrigin;
 use crate::wire::{be_uint, uint_at};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The fields the normalized flow and sampling need, each given a fixed slot at compile time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,14 +171,60 @@ impl Wide {
         }
     }
 
+    /// The slot's value in `rec`, a record of a template whose slots all lie in its first
+    /// `min_record_len` (at least 8) bytes: so `load_at <= rec.len() - 8` always holds, and
+    /// the clamp below (a `cmov`, not a branch) only lets the compiler drop the bounds check of
+    /// each read. A record shorter than 8 bytes reads as 0.
     #[inline(always)]
     pub fn read(self, rec: &[u8]) -> u64 {
-        match rec
-            .get(usize::from(self.load_at)..)
-            .and_then(|b| b.first_chunk::<8>())
-        {
+        let Some(last) = rec.len().checked_sub(8) else {
+            return 0;
+        };
+        let at = usize::from(self.load_at).min(last);
+        match rec[at..].first_chunk::<8>() {
             Some(b) => (u64::from_be_bytes(*b) >> self.shift) & self.mask,
             None => 0,
+        }
+    }
+}
+
+/// Where a record's source or destination address sits when every slot is at a fixed offset:
+/// the IPv4 field if the template has one, else the IPv6 one (what [`Template::slot_array`]
+/// finds, decided once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AddrAt {
+    None,
+    V4(u16),
+    V6(u16),
+}
+
+impl AddrAt {
+    pub(super) fn of(v4: Slot, v6: Slot) -> AddrAt {
+        if v4.index != Slot::ABSENT && v4.len == 4 {
+            AddrAt::V4(v4.at)
+        } else if v6.index != Slot::ABSENT && v6.len == 16 {
+            AddrAt::V6(v6.at)
+        } else {
+            AddrAt::None
+        }
+    }
+
+    /// The address in `rec`, a record at least `min_record_len` long (which holds the field):
+    /// as in [`Wide::read`], the clamp never moves the read and only drops the bounds check.
+    #[inline(always)]
+    pub fn read(self, rec: &[u8]) -> Option<IpAddr> {
+        match self {
+            AddrAt::None => None,
+            AddrAt::V4(at) => {
+                let at = usize::from(at).min(rec.len().checked_sub(4)?);
+                let b = rec[at..].first_chunk::<4>()?;
+                Some(IpAddr::V4(Ipv4Addr::from(*b)))
+            }
+            AddrAt::V6(at) => {
+                let at = usize::from(at).min(rec.len().checked_sub(16)?);
+                let b = rec[at..].first_chunk::<16>()?;
+                Some(IpAddr::V6(Ipv6Addr::from(*b)))
+            }
         }
     }
 }
@@ -197,6 +245,26 @@ pub(crate) enum TimeSource {
     InitPlusUptime(SlotId),
     /// Microseconds before the message's export time (IPFIX 158/159).
     DeltaMicros(SlotId),
+}
+
+/// The flow-time reader of a set read at fixed offsets, chosen once per set so that the record
+/// loop does not dispatch on the time source twice a record: the common sources, both times
+/// from the same kind of field, get a loop of their own ([`DataSet`](crate::DataSet)'s fold).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FixedTimes {
+    /// v5/v9 FIRST/LAST_SWITCHED against the header's sysUptime.
+    Uptime {
+        start: Wide,
+        end: Wide,
+        export_ms: u64,
+        uptime: u32,
+    },
+    /// Unix milliseconds (IPFIX 152/153).
+    Millis { start: Wide, end: Wide },
+    /// Unix seconds (IPFIX 150/151).
+    Secs { start: Wide, end: Wide },
+    /// Any other combination: [`Record::times`](crate::Record::times)'s general reader.
+    Other,
 }
 
 /// A flow duration (IPFIX 161/162) that gives the one flow time the template lacks.
@@ -357,6 +425,40 @@ impl Template {
     #[inline(always)]
     pub(crate) fn wide(&self) -> Option<&[Wide; SLOT_COUNT]> {
         self.wide.as_ref()
+    }
+
+    /// The time reader for records of this template in a packet of `ctx`, when it reads at
+    /// fixed offsets (see [`FixedTimes`]).
+    #[inline]
+    pub(crate) fn fixed_times(&self, ctx: &RecordOrigin) -> FixedTimes {
+        let Some(w) = self.wide() else {
+            return FixedTimes::Other;
+        };
+        let w = |s: SlotId| w[s as usize];
+        match (self.times, ctx.header.sys_uptime_ms) {
+            ([TimeSource::Uptime(a), TimeSource::Uptime(b)], Some(uptime)) => FixedTimes::Uptime {
+                start: w(a),
+                end: w(b),
+                export_ms: ctx.export_ms,
+                uptime,
+            },
+            ([TimeSource::Millis(a), TimeSource::Millis(b)], _) => FixedTimes::Millis {
+                start: w(a),
+                end: w(b),
+            },
+            ([TimeSource::Secs(a), TimeSource::Secs(b)], _) => FixedTimes::Secs {
+                start: w(a),
+                end: w(b),
+            },
+            _ => FixedTimes::Other,
+        }
+    }
+
+    /// Where the source and destination addresses sit; meaningful when [`Template::wide`] is
+    /// `Some` (every slot at a fixed offset).
+    #[inline(always)]
+    pub(crate) fn addrs(&self) -> [AddrAt; 2] {
+        self.addrs
     }
 
     #[inline]

@@ -159,4 +159,17 @@ fn pushdown_values_equal_streaming_values() {
     s.write_flows(&next).unwrap();
     let (a, b) = both_paths(&mut *s, 2, &entities);
     assert_eq!(a, b, "round 2: pushdown and streaming values differ");
+    // CLICKHOUSE_AGGREGATION=bot: the server sums nothing, so the bot streams the window
+    let mut c = ClickHouseConfig::new(&server.url(), &db.name, None, None).unwrap();
+    c.aggregation = netflow_store::Aggregation::Bot;
+    let mut rows = netflow_store::open(&StoreConfig::new(Backend::ClickHouse(c))).unwrap();
+    let sums = netflow_store::jobs::read_window_sums(
+        &mut *rows,
+        "rows/1min",
+        &exporters,
+        60_000_000,
+        TOP_N,
+    )
+    .unwrap();
+    assert!(sums.is_none(), "aggregation=bot still summed in the server");
 }

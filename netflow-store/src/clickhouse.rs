@@ -51,8 +51,8 @@ use self::http::Http;
 use self::rowbinary::{FLOW_COLUMNS, FLOW_ROW_LEN, Reader, addr16, put_flow};
 use crate::partition::{HOUR_MICROS, check_ts, hour_of};
 use crate::{
-    Backend, Expired, Exporter, Flow, FlowRead, FlowWrite, JobLedger, JobMark, SCHEMA_VERSION,
-    Snapshot, StoreConfig, StoreError, Upkeep, Written, from_db, ts_span,
+    Aggregation, Backend, Expired, Exporter, Flow, FlowRead, FlowWrite, JobLedger, JobMark,
+    SCHEMA_VERSION, Snapshot, StoreConfig, StoreError, Upkeep, Written, from_db, ts_span,
 };
 
 /// A store in a ClickHouse database.
@@ -64,6 +64,8 @@ pub struct ClickHouseStore {
     db: String,
     prefix: String,
     retention_days: u32,
+    /// Where the bot's window sums are computed (`CLICKHOUSE_AGGREGATION`).
+    aggregation: Aggregation,
     next_seq: u64,
     /// The commit records' max ts and max batch number, once read (`None`: not known).
     committed: Option<Committed>,
@@ -148,6 +150,7 @@ impl ClickHouseStore {
             db: c.database.clone(),
             prefix: config.table_prefix.clone(),
             retention_days: config.retention_days,
+            aggregation: c.aggregation,
             next_seq: 0,
             committed: None,
             in_doubt: None,

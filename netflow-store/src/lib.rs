@@ -122,7 +122,7 @@ pub use netflow_wire::Flow;
 
 pub use crate::clickhouse::ClickHouseStore;
 pub use crate::config::{
-    Backend, ClickHouseConfig, DEFAULT_CLICKHOUSE_DATABASE, DEFAULT_PARTITIONS_AHEAD,
+    Aggregation, Backend, ClickHouseConfig, DEFAULT_CLICKHOUSE_DATABASE, DEFAULT_PARTITIONS_AHEAD,
     DEFAULT_RETENTION_DAYS, DEFAULT_TABLE_PREFIX, StoreConfig,
 };
 pub use crate::error::StoreError;

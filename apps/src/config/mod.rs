@@ -531,5 +531,26 @@ mod clickhouse_settings {
                 .to_string()
                 .starts_with("setting CLICKHOUSE_DATABASE: ")
         );
+        assert_eq!(ch.aggregation, netflow_store::Aggregation::Server);
+        let c = store(&[
+            "--clickhouse-url",
+            "http://ch",
+            "--clickhouse-aggregation",
+            "bot",
+        ]);
+        let netflow_store::Backend::ClickHouse(ch) = c.unwrap().backend else {
+            panic!("not ClickHouse")
+        };
+        assert_eq!(ch.aggregation, netflow_store::Aggregation::Bot);
+        let bad = store(&[
+            "--clickhouse-url",
+            "http://ch",
+            "--clickhouse-aggregation",
+            "rows",
+        ]);
+        assert_eq!(
+            bad.unwrap_err().to_string(),
+            "setting CLICKHOUSE_AGGREGATION: expected server or bot"
+        );
     }
 }

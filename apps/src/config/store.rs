@@ -35,6 +35,9 @@ pub struct StoreArgs {
     /// ClickHouse password (may be empty).
     #[arg(long, env = "CLICKHOUSE_PASSWORD", hide_env_values = true)]
     pub clickhouse_password: Option<String>,
+    /// Where the bot sums a window on ClickHouse: server (GROUP BY in ClickHouse, only the sums travel) or bot (the flows are streamed to the bot). Same values either way.
+    #[arg(long, env = "CLICKHOUSE_AGGREGATION", default_value = "server")]
+    pub clickhouse_aggregation: String,
     /// SQLite database file used when neither DB_HOST nor CLICKHOUSE_URL is set.
     #[arg(long, env = "DB_FILE", default_value = "netflow.db")]
     pub db_file: PathBuf,
@@ -66,18 +69,20 @@ impl StoreArgs {
                     "set together with DB_HOST: choose one store (unset one of them)".into(),
                 ));
             }
-            let c = netflow_store::ClickHouseConfig::new(
+            let setting = |e| match e {
+                netflow_store::StoreError::Config { setting, why } => {
+                    Error::Setting(setting, why.into())
+                }
+                e => Error::Setting("CLICKHOUSE_URL", e.to_string()),
+            };
+            let mut c = netflow_store::ClickHouseConfig::new(
                 url,
                 &self.clickhouse_database,
                 self.clickhouse_user.as_deref(),
                 self.clickhouse_password.as_deref(),
             )
-            .map_err(|e| match e {
-                netflow_store::StoreError::Config { setting, why } => {
-                    Error::Setting(setting, why.into())
-                }
-                e => Error::Setting("CLICKHOUSE_URL", e.to_string()),
-            })?;
+            .map_err(setting)?;
+            c.aggregation = self.clickhouse_aggregation.parse().map_err(setting)?;
             let mut cfg = StoreConfig::new(netflow_store::Backend::ClickHouse(c));
             cfg.retention_days = self.retention_days;
             return Ok(cfg);

@@ -21,7 +21,9 @@ use std::ops::ControlFlow;
 use super::rowbinary::{FLOW_ROW_LEN, Reader, addr16};
 use super::{ClickHouseStore, addr_literal, now_micros, quote};
 use crate::window_sums::WindowSums;
-use crate::{Fields, Flow, FlowRange, Head, JobMark, Snapshot, StoreError, Streamed, from_db};
+use crate::{
+    Aggregation, Fields, Flow, FlowRange, Head, JobMark, Snapshot, StoreError, Streamed, from_db,
+};
 
 /// A store whose last commit is older than this is left out of the view (90 s).
 pub(super) const ACTIVE_MICROS: u64 = 90_000_000;
@@ -136,6 +138,10 @@ impl Snapshot for ChSnapshot<'_> {
         ranges: &[FlowRange],
         top_n: usize,
     ) -> Result<Option<(WindowSums, Vec<u64>)>, StoreError> {
+        if self.store.aggregation == Aggregation::Bot {
+            // CLICKHOUSE_AGGREGATION=bot: the caller streams the flows and sums them itself
+            return Ok(None);
+        }
         self.pushdown(exporters, ranges, top_n).map(Some)
     }
 }

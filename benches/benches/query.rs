@@ -1,5 +1,5 @@
-//! Forensic queries: `netflow-query` on SQLite and PostgreSQL against `nfdump` on nfcapd files,
-//! the same flows in all three. Prints the markdown table of `benches/README.md`
+//! Forensic queries: `netflow-query` on SQLite, PostgreSQL and ClickHouse against `nfdump` on
+//! nfcapd files, the same flows in all four. Prints the markdown table of `benches/README.md`
 //! ("## Forensic queries").
 //!
 //! ```text
@@ -14,13 +14,14 @@
 //! 1. The generator sends the flows (NetFlow v9, 4 exporters, sources from 10.0.0.0/16, 10 %
 //!    IPv6, flows up to 20 s long) to `nfcapd` over loopback UDP.
 //! 2. `nfdump -R DIR` exports every flow it stored; each becomes one stored flow (`ts` = the
-//!    flow's end) in a fresh SQLite file and a fresh PostgreSQL database, loaded in parallel
-//!    in batches of 50k with `Store::write_flows` (schema 6: BRIN on ts, btrees on the
-//!    addresses). So the three hold exactly the same flows.
+//!    flow's end) in a fresh SQLite file, a fresh PostgreSQL database and a fresh ClickHouse
+//!    database (the benchmarks' server of netflow-store's test support, HTTP port 18126),
+//!    loaded in parallel in batches of 50k with `Store::write_flows`. So the four hold exactly
+//!    the same flows.
 //! 3. Each query runs as a process, best of three wall-clock runs, output (`-o csv`) to
 //!    /dev/null: `nfdump -R DIR -s STAT -n 10 -o csv FILTER` and `netflow-query -t WINDOW
-//!    -s STAT -n 10 -o csv FILTER` with `DB_FILE` or `DB_HOST`. The first rows are compared so
-//!    that no contender wins by answering something else.
+//!    -s STAT -n 10 -o csv FILTER` with `DB_FILE`, `DB_HOST` or `CLICKHOUSE_URL`. The first
+//!    rows are compared so that no contender wins by answering something else.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,6 +33,7 @@ use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use netflow_apps::generator::{self, Options, Prefix};
+use netflow_store::test_support::clickhouse::ClickHouseServer;
 use netflow_store::{Flow, StoreConfig};
 
 const BATCH: usize = 50_000;
@@ -137,7 +139,7 @@ fn capture(dir: &Path, n: u64) {
 }
 
 /// Loads nfdump's export of `dir` into both stores; returns the flow count.
-fn load(dir: &Path, sqlite: StoreConfig, pg: StoreConfig) -> u64 {
+fn load(dir: &Path, stores: Vec<(&'static str, StoreConfig)>) -> u64 {
     let mut child = Command::new("nfdump")
         .env("TZ", "UTC")
         .arg("-R")
@@ -155,7 +157,7 @@ fn load(dir: &Path, sqlite: StoreConfig, pg: StoreConfig) -> u64 {
     let out = child.stdout.take().expect("stdout");
     let mut senders = Vec::new();
     let mut writers = Vec::new();
-    for (name, cfg) in [("SQLite", sqlite), ("PostgreSQL", pg)] {
+    for (name, cfg) in stores {
         let (tx, rx) = sync_channel::<Arc<Vec<Flow>>>(4);
         senders.push(tx);
         writers.push(std::thread::spawn(move || {
@@ -249,6 +251,12 @@ fn main() {
         c.dbname(db_name);
         c
     };
+    let ch = ClickHouseServer::bench();
+    let ch_config = || {
+        StoreConfig::new(netflow_store::Backend::ClickHouse(
+            netflow_store::ClickHouseConfig::new(&ch.url(), db_name, None, None).expect("config"),
+        ))
+    };
     if !reuse {
         capture(&nf_dir, n);
         for ext in ["", "-wal", "-shm"] {
@@ -259,10 +267,19 @@ fn main() {
             .expect("drop database");
         c.batch_execute(&format!("CREATE DATABASE {db_name}"))
             .expect("create database");
+        ch.query(&format!("DROP DATABASE IF EXISTS {db_name}"))
+            .expect("drop the ClickHouse database");
         let sqlite = StoreConfig::new(netflow_store::Backend::Sqlite(db_file.clone()));
         let pg = StoreConfig::new(netflow_store::Backend::Postgres(Box::new(pg_url.clone())));
         let t = Instant::now();
-        let stored = load(&nf_dir, sqlite, pg);
+        let stored = load(
+            &nf_dir,
+            vec![
+                ("SQLite", sqlite),
+                ("PostgreSQL", pg),
+                ("ClickHouse", ch_config()),
+            ],
+        );
         eprintln!(
             "{stored} flows loaded in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -319,10 +336,10 @@ fn main() {
         ),
     ];
     println!(
-        "| query | nfdump {} | netflow-query SQLite | netflow-query PostgreSQL | netflow-query ClickHouse | PostgreSQL / nfdump |",
+        "| query | nfdump {} | netflow-query SQLite | netflow-query PostgreSQL | netflow-query ClickHouse | PostgreSQL / nfdump | ClickHouse / nfdump |",
         nfdump_version()
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, args) in queries {
         let (nf, nf_first) = time(|| {
             let mut c = Command::new("nfdump");
@@ -342,6 +359,10 @@ fn main() {
                     "DB_USERNAME",
                     "DB_PASSWORD",
                     "DB_FILE",
+                    "CLICKHOUSE_URL",
+                    "CLICKHOUSE_DATABASE",
+                    "CLICKHOUSE_USER",
+                    "CLICKHOUSE_PASSWORD",
                 ] {
                     c.env_remove(k);
                 }
@@ -361,9 +382,17 @@ fn main() {
                 pg_url.get_user().unwrap_or("postgres").to_owned(),
             ),
         ]);
+        let (cht, ch_first) = ours(vec![
+            ("CLICKHOUSE_URL", ch.url()),
+            ("CLICKHOUSE_DATABASE", db_name.to_owned()),
+        ]);
         assert_eq!(
             lite_first, pg_first,
             "{name}: SQLite and PostgreSQL disagree"
+        );
+        assert_eq!(
+            ch_first, pg_first,
+            "{name}: ClickHouse and PostgreSQL disagree"
         );
         let nf_bytes = nf_first.split(',').nth(9).unwrap_or("?").trim().to_owned();
         let our_bytes = pg_first.rsplit(',').next().unwrap_or("?").to_owned();
@@ -372,11 +401,13 @@ fn main() {
             assert_eq!(nf_bytes, our_bytes, "{name}: top row bytes differ");
         }
         println!(
-            "| `{name}` | {} | {} | {} | (to fill) | {:.2}x |",
+            "| `{name}` | {} | {} | {} | {} | {:.2}x | {:.2}x |",
             fmt_s(nf),
             fmt_s(lite),
             fmt_s(pgt),
-            pgt / nf
+            fmt_s(cht),
+            pgt / nf,
+            cht / nf
         );
     }
     println!("\n{stored} flows ({n} sent); selective filter `{selective}` matches {hits} flows.");

@@ -128,3 +128,64 @@ pub fn softflowd(args: &[&str]) -> Vec<Datagram> {
     assert!(!out.is_empty(), "softflowd {args:?} sent nothing");
     out
 }
+
+/// A small deterministic generator (no dependency on a random crate).
+#[derive(Debug)]
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
+/// One mutation of `p`: bit flips, a cut, a rewritten 16-bit length or count field, a
+/// rewritten field length or id inside a template record, or several of these.
+pub fn mutate(p: &[u8], rng: &mut Lcg) -> Vec<u8> {
+    let mut m = p.to_vec();
+    for _ in 0..1 + rng.below(3) {
+        if m.is_empty() {
+            break;
+        }
+        match rng.below(5) {
+            0 => {
+                let i = rng.below(m.len());
+                m[i] ^= 1 << rng.below(8);
+            }
+            1 => m.truncate(rng.below(m.len())),
+            2 => {
+                // A length, count or set length: an even offset, an extreme or random value.
+                let i = rng.below(m.len() / 2) * 2;
+                let v: u16 = match rng.below(4) {
+                    0 => 0,
+                    1 => 0xffff,
+                    2 => 4,
+                    _ => rng.next_u64() as u16,
+                };
+                if i + 1 < m.len() {
+                    m[i..i + 2].copy_from_slice(&v.to_be_bytes());
+                }
+            }
+            3 => {
+                // Inside a template record (after the headers): a field id or length.
+                let i = 20 + rng.below(m.len().saturating_sub(20) / 2) * 2;
+                if i + 1 < m.len() {
+                    let v = [0u16, 1, 0xffff, 0x8000 | 1, 65535 - 3][rng.below(5)];
+                    m[i..i + 2].copy_from_slice(&v.to_be_bytes());
+                }
+            }
+            _ => {
+                let i = rng.below(m.len());
+                m[i] = rng.next_u64() as u8;
+            }
+        }
+    }
+    m
+}

@@ -10,7 +10,9 @@
 //!
 //! * the sums by exporter, direction, interface and protocol, all of them (few rows): the
 //!   totals, the interfaces and both protocol lists are added up and ranked here;
-//! * top addresses per interface, top addresses, top pairs and top destination ports.
+//! * top addresses per interface, top addresses, top pairs and top destination ports; the
+//!   top pairs, the dearest, by one statement per exporter and direction (up to 64) plus one
+//!   for the rows with flagged addresses, merged here (see `ClickHouseStore::top_pairs`).
 //!
 //! The ranges of one job (its window and its late flows) never overlap in `ts` (a late range
 //! holds flows at or before the window's start), so they are one `WHERE … (a OR b)`; ranges

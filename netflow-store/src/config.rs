@@ -52,8 +52,8 @@ pub enum Aggregation {
     #[default]
     Server,
     /// `bot`: the window's flows are streamed to the bot, which sums them. Measured faster on
-    /// ClickHouse 18.16 with the bot on the server's machine (`benches/README.md`: 13.5 s
-    /// against 57 s for a 30M-flow window on two cores).
+    /// ClickHouse 18.16 with the bot on the server's machine (`benches/README.md`: 1.5-1.9 s
+    /// against 5.6-6.7 s for a 3M-flow window on two cores).
     Bot,
 }
 

@@ -10,8 +10,8 @@ use crate::flow::Flow;
 use crate::header::{Header, RecordOrigin};
 use crate::options::DomainKey;
 use crate::pending::{ExpiredSet, WaitingSet};
-use crate::record::{Record, RecordFlows, Records};
-use crate::template::{self, FixedTimes, Template};
+use crate::record::{FixedReader, Record, RecordFlows, Records};
+use crate::template::{self, Template};
 use crate::v5;
 use crate::v9::FlowSets;
 
@@ -28,14 +28,13 @@ pub(crate) enum Body<'a> {
 pub struct DecodedDatagram<'a> {
     pub(crate) decoder: &'a Decoder,
     pub(crate) exporter: ExporterKey,
-    pub(crate) ctx: RecordOrigin,
     pub(crate) body: Body<'a>,
 }
 
 impl<'a> DecodedDatagram<'a> {
     /// The packet header.
     pub fn header(&self) -> Header {
-        self.ctx.header
+        self.decoder.origin.header
     }
 
     /// The exporter key the datagram was decoded under.
@@ -151,10 +150,12 @@ impl<'a> Iterator for DataSets<'a> {
 
     fn next(&mut self) -> Option<DataSet<'a>> {
         let d = &mut self.decoded;
+        let decoder: &'a Decoder = d.decoder;
+        let ctx = &decoder.origin;
         let key = |template_id| TemplateKey {
             exporter: d.exporter,
-            version: d.ctx.header.version,
-            domain: d.ctx.header.source_id,
+            version: ctx.header.version,
+            domain: ctx.header.source_id,
             template_id,
         };
         match &mut d.body {
@@ -163,12 +164,12 @@ impl<'a> Iterator for DataSets<'a> {
                 let body: &'a [u8] = records;
                 let t = v5::template();
                 return Some(DataSet::new(
-                    d.decoder,
+                    decoder,
                     key(0),
                     v5::field::HEADER_LEN,
                     t,
                     body,
-                    d.ctx,
+                    ctx,
                 ));
             }
             Body::V5(_) => {}
@@ -178,17 +179,16 @@ impl<'a> Iterator for DataSets<'a> {
                         continue;
                     }
                     let k = key(set.id);
-                    if let Some(t) = d.decoder.cache.get(&k) {
-                        return Some(DataSet::new(d.decoder, k, set.offset, t, set.body, d.ctx));
+                    if let Some(t) = decoder.cache.get(&k) {
+                        return Some(DataSet::new(decoder, k, set.offset, t, set.body, ctx));
                     }
                 }
             }
         }
-        let decoder: &'a Decoder = d.decoder;
         while let Some(p) = decoder.pending.ready.get(self.ready) {
             self.ready += 1;
             if let Some(t) = decoder.cache.get(&p.key) {
-                return Some(DataSet::new(decoder, p.key, p.offset, t, &p.body, p.ctx));
+                return Some(DataSet::new(decoder, p.key, p.offset, t, &p.body, &p.ctx));
             }
         }
         None
@@ -202,7 +202,7 @@ pub struct DataSet<'a> {
     offset: usize,
     template: &'a Template,
     body: &'a [u8],
-    ctx: RecordOrigin,
+    ctx: &'a RecordOrigin,
     /// Per-sampler rates, when records name their sampler (FLOW_SAMPLER_ID 48, selectorId 302).
     samplers: Option<&'a BTreeMap<u64, u32>>,
 }
@@ -214,7 +214,7 @@ impl<'a> DataSet<'a> {
         offset: usize,
         template: &'a Template,
         body: &'a [u8],
-        ctx: RecordOrigin,
+        ctx: &'a RecordOrigin,
     ) -> DataSet<'a> {
         let samplers = if template.names_sampler()
             && decoder.options.override_for(key.exporter.addr).is_none()
@@ -246,7 +246,7 @@ impl<'a> DataSet<'a> {
     /// it names, if any. For a biflow record, the forward half: see [`DataSet::record_flows`].
     #[inline(always)]
     pub fn flow(&self, r: &Record<'a>) -> Option<Flow> {
-        let mut f = r.flow(&self.ctx)?;
+        let mut f = r.flow(self.ctx)?;
         if let Some(m) = self.samplers
             && let Some(id) = r.sampler_id()
             && let Some(&rate) = m.get(&id)
@@ -262,7 +262,7 @@ impl<'a> DataSet<'a> {
     #[inline]
     pub fn record_flows(&self, r: &Record<'a>) -> RecordFlows {
         match self.flow(r) {
-            Some(f) => r.halves(f, &self.ctx),
+            Some(f) => r.halves(f, self.ctx),
             None => RecordFlows::default(),
         }
     }
@@ -283,8 +283,8 @@ impl<'a> DataSet<'a> {
     }
 
     /// Header, exporter and receive time of the datagram that carried the set.
-    pub fn context(&self) -> &RecordOrigin {
-        &self.ctx
+    pub fn context(&self) -> &'a RecordOrigin {
+        self.ctx
     }
 
     /// Whether the records are options records.
@@ -319,7 +319,7 @@ impl<'a> DataSet<'a> {
         let body = records.remaining();
         if self.template.is_v5() {
             for r in body.as_chunks::<{ v5::field::RECORD_LEN }>().0 {
-                acc = f(acc, v5::V5Record(r).flow(&self.ctx));
+                acc = f(acc, v5::V5Record(r).flow(self.ctx));
             }
             return acc;
         }
@@ -342,8 +342,10 @@ impl<'a> DataSet<'a> {
     }
 
     /// [`DataSet::fold_flows`] for fixed-length records read at fixed offsets, without
-    /// per-sampler rates, reverse halves or durations. Not inlined into the fold: its loops
-    /// would otherwise crowd v5's (more registers saved, measured +7 % instructions there).
+    /// per-sampler rates, reverse halves or durations: through a [`FixedReader`] compiled for
+    /// the set when the template allows (see `record/fixed.rs`), else record by record. Not
+    /// inlined into the fold: its loops would otherwise crowd v5's (more registers saved,
+    /// measured +7 % instructions there).
     #[inline(never)]
     fn fold_fixed<B, F: FnMut(B, Flow) -> B>(
         &self,
@@ -352,35 +354,9 @@ impl<'a> DataSet<'a> {
         mut acc: B,
         f: &mut F,
     ) -> B {
-        let (t, ctx) = (self.template, &self.ctx);
-        // One loop per common time source (the reader is then inlined, not matched on per
-        // record); each ends in the same call of `f`.
-        macro_rules! each {
-            ($times:expr) => {{
-                for rec in body.chunks_exact(len) {
-                    if let Some(flow) = Record::new(rec, t).flow_fixed(ctx, $times) {
-                        acc = f(acc, flow);
-                    }
-                }
-                return acc;
-            }};
-        }
-        match t.fixed_times(ctx) {
-            FixedTimes::Other => {}
-            // The variant is a constant in each loop: `flow_fixed` inlines its reader.
-            FixedTimes::Uptime {
-                start,
-                end,
-                export_ms,
-                uptime,
-            } => each!(FixedTimes::Uptime {
-                start,
-                end,
-                export_ms,
-                uptime
-            }),
-            FixedTimes::Millis { start, end } => each!(FixedTimes::Millis { start, end }),
-            FixedTimes::Secs { start, end } => each!(FixedTimes::Secs { start, end }),
+        let (t, ctx) = (self.template, self.ctx);
+        if let Some(reader) = FixedReader::new(t, ctx) {
+            return reader.fold(body, len, acc, f);
         }
         for rec in body.chunks_exact(len) {
             if let Some(flow) = Record::new(rec, t).flow_raw(ctx) {
@@ -438,7 +414,7 @@ impl Iterator for Flows<'_> {
             for r in records.by_ref() {
                 if let Some(f) = set.flow(&r) {
                     if set.template.is_biflow() {
-                        let mut halves = r.halves(f, &set.ctx);
+                        let mut halves = r.halves(f, set.ctx);
                         let first = halves.next();
                         if halves.len() > 0 {
                             self.reverse = Some(r);

@@ -29,6 +29,9 @@ pub struct Decoder {
     pub(crate) issues: Capped<DecodeError>,
     pub(crate) waiting: Capped<WaitingSet>,
     pub(crate) options: OptionsState,
+    /// Header, exporter and receive time of the datagram decoded last: the origin of its
+    /// records (kept here, so that what a decode yields holds a reference, not a copy).
+    pub(crate) origin: RecordOrigin,
     pub(crate) data_records: u32,
     pub(crate) options_records: u32,
 }
@@ -191,10 +194,10 @@ impl Decoder {
             }
         };
         apply_options(&self.options, exporter, &mut ctx);
+        self.origin = ctx;
         Ok(DecodedDatagram {
             decoder: self,
             exporter,
-            ctx,
             body,
         })
     }

@@ -61,6 +61,13 @@ pub struct RecordOrigin {
     pub system_init_ms: Option<u64>,
 }
 
+impl Default for RecordOrigin {
+    /// Exporter `0.0.0.0`, received at 0, an all-zero header.
+    fn default() -> Self {
+        RecordOrigin::new(IpAddr::from([0, 0, 0, 0]), 0, Header::default())
+    }
+}
+
 impl RecordOrigin {
     /// The context of records of a packet with this header, from `exporter`, received at
     /// `ts_micros`.

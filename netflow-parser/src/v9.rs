@@ -103,6 +103,7 @@ impl<'a> FlowSets<'a> {
 impl<'a> Iterator for FlowSets<'a> {
     type Item = Result<FlowSet<'a>, DecodeError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.len() < 4 {
             self.rest = &[];

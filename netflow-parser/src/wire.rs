@@ -15,6 +15,7 @@ pub(crate) struct RawSet<'a> {
 
 /// Reads one set header and cuts its body. Lengths below the header size are refused before any
 /// subtraction; a length past the end of the input is a nom error.
+#[inline]
 pub(crate) fn set(i: &[u8]) -> IResult<&[u8], RawSet<'_>> {
     let (i, id) = be_u16(i)?;
     let (i, len) = nom::combinator::verify(be_u16, |&n: &u16| n >= 4).parse(i)?;

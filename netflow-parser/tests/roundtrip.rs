@@ -355,6 +355,42 @@ proptest! {
     }
 
     #[test]
+    fn long_records_read_the_same_by_each_reader(
+        (fields, flows) in any::<bool>().prop_flat_map(|v6| (template(v6), prop::collection::vec(flow(v6), 1..40))),
+        fillers in prop::collection::vec((any::<prop::sample::Index>(), 60u16..=120), 1..4),
+        ipfix in any::<bool>(),
+    ) {
+        // Fields far into long records: the set reader's larger windows (slots past byte 64
+        // and past byte 128), their first and last records, and the fallback past byte 248.
+        let mut fields: Vec<FieldSpec> = fields.iter().map(|p| p.spec)
+            .filter(|f| !f.is_variable() && (ipfix || f.enterprise == 0)).collect();
+        for (k, (at, len)) in fillers.iter().enumerate() {
+            fields.insert(at.index(fields.len() + 1), FieldSpec::new(FieldId(29_000 + k as u16), *len));
+        }
+        let header = Header {
+            version: if ipfix { 10 } else { 9 },
+            sys_uptime_ms: Some(5000),
+            export_secs: 1_700_000_000,
+            ..Header::default()
+        };
+        let mut buf = Vec::new();
+        let mut m = Message::new(&mut buf, &header);
+        m.set(if ipfix { 2 } else { 0 }).template(300, &fields);
+        m.set(300);
+        for f in &flows {
+            m.flow(&fields, f, &header);
+        }
+        prop_assume!(m.finish().is_ok());
+        let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
+        let mut d = Decoder::default();
+        let decoded = d.decode(exporter, 77, &buf).unwrap();
+        prop_assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());
+        let picks: Vec<Pick> = fields.iter().map(|&spec| Pick { spec }).collect();
+        let want: Vec<Flow> = flows.iter().map(|f| expected(f, &picks, exporter, 77)).collect();
+        prop_assert_eq!(common::flows_checked(&decoded), want);
+    }
+
+    #[test]
     fn ipfix_biflow_round_trip(
         (fields, pairs) in any::<bool>().prop_flat_map(|v6| (
             biflow_template(v6),

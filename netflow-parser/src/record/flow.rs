@@ -4,7 +4,7 @@
 use super::Record;
 use crate::flow::Flow;
 use crate::header::RecordOrigin;
-use crate::template::{Duration, FixedTimes, SlotId, TimeSource};
+use crate::template::{Duration, SlotId, TimeSource};
 use crate::time::{ntp_to_unix_ms, uptime_to_unix_ms};
 use crate::v5::V5Record;
 
@@ -122,7 +122,7 @@ impl<'a> Record<'a> {
             return None;
         }
         if self.template.wide().is_some() {
-            return self.flow_fixed(ctx, FixedTimes::Other);
+            return self.flow_fixed(ctx);
         }
         let sampling_interval = ctx.sampling_interval.max(1);
         let src_addr = self.src_addr()?;
@@ -150,33 +150,15 @@ impl<'a> Record<'a> {
 
     /// [`Record::flow_raw`] for a template whose slots all sit at fixed offsets
     /// ([`Template::wide`](crate::template::Template) is `Some`; the caller checked): one load
-    /// per field, absent fields read as 0, the times through `times` (the set's reader, picked
-    /// once per set by the fold loop, whose variant is then known here: no match per record;
-    /// or `Other`, the general reader).
+    /// per field, absent fields read as 0, the times through the general reader.
     #[inline(always)]
-    pub(crate) fn flow_fixed(&self, ctx: &RecordOrigin, times: FixedTimes) -> Option<Flow> {
+    pub(crate) fn flow_fixed(&self, ctx: &RecordOrigin) -> Option<Flow> {
         let rec = self.data;
         let w = self.template.wide()?;
         let rd = |s: SlotId| w[s as usize].read(rec);
         let [src, dst] = self.template.addrs();
         let (src_addr, dst_addr) = (src.read(rec)?, dst.read(rec)?);
-        let (start_ms, end_ms) = match times {
-            FixedTimes::Uptime {
-                start,
-                end,
-                export_ms,
-                uptime,
-            } => (
-                uptime_to_unix_ms(export_ms, uptime, start.read(rec) as u32),
-                uptime_to_unix_ms(export_ms, uptime, end.read(rec) as u32),
-            ),
-            FixedTimes::Millis { start, end } => (start.read(rec), end.read(rec)),
-            FixedTimes::Secs { start, end } => (
-                start.read(rec).saturating_mul(1000),
-                end.read(rec).saturating_mul(1000),
-            ),
-            FixedTimes::Other => self.raw_times(ctx),
-        };
+        let (start_ms, end_ms) = self.raw_times(ctx);
         Some(Flow {
             ts_micros: ctx.ts_micros,
             exporter: ctx.exporter,
@@ -195,6 +177,13 @@ impl<'a> Record<'a> {
             start_ms,
             end_ms,
         })
+    }
+
+    /// [`Record::flow_fixed`] out of line: for the first and last records of a set read through
+    /// windows (`record/fixed.rs`), which no window fits around.
+    #[inline(never)]
+    pub(crate) fn edge_flow(&self, ctx: &RecordOrigin) -> Option<Flow> {
+        self.flow_fixed(ctx)
     }
 
     /// The flows of this record, in order: none for an options record or one without

@@ -2,6 +2,7 @@
 //! the view, its fields and the iterators; `flow` what a record becomes, its normalized flow
 //! (two for a biflow record).
 
+mod fixed;
 mod flow;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -10,6 +11,7 @@ use crate::field::{FieldId, FieldSpec};
 use crate::template::{SlotId, Template, TemplateKind};
 use crate::wire::be_uint;
 
+pub(crate) use fixed::{FixedReader, Windows};
 pub use flow::RecordFlows;
 
 /// One data record: its bytes and the template that describes them.

@@ -16,12 +16,13 @@ use crate::error::TemplateProblem;
 pub use crate::field::FieldSpec;
 pub use crate::key::TemplateKey;
 
+use crate::record::Windows;
 pub(crate) use biflow::Reverse;
 pub(crate) use parse::{
     TemplateRecord, encode_fields, ipfix_template, v9_options_template, v9_template,
 };
-pub(crate) use slots::{AddrAt, Duration, FixedTimes, Slot, SlotId, TimeSource, Wide};
-use slots::{FORWARD_COUNTERS, SLOT_COUNT, choose, fall_back};
+pub(crate) use slots::{AddrAt, Duration, SLOT_COUNT, Slot, SlotId, TimeSource, Wide};
+use slots::{FORWARD_COUNTERS, choose, fall_back};
 
 /// Whether a template describes flow records or options records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +70,9 @@ pub struct Template {
     wide: Option<[Wide; SLOT_COUNT]>,
     /// Source and destination address positions, for the same fast path as `wide`.
     addrs: [AddrAt; 2],
+    /// The layout for reading whole sets of records through windows, when `wide` is `Some`
+    /// and the template is a common one (see `record/fixed.rs`).
+    windows: Option<Windows>,
     /// The static NetFlow v5 layout: records are read at constant offsets.
     v5: bool,
     /// Where the reverse direction's counters and flags sit, for an RFC 5103 biflow template
@@ -178,6 +182,13 @@ impl Template {
         let (fixed_slots, times, duration) = choose(&slots, first_var);
         let reverse = Reverse::compile(reverse, &slots, first_var);
         let wide = (fixed_slots && min_len >= 8).then(|| slots.map(Wide::of));
+        let addrs = [
+            AddrAt::of(slots[SlotId::Src4 as usize], slots[SlotId::Src6 as usize]),
+            AddrAt::of(slots[SlotId::Dst4 as usize], slots[SlotId::Dst6 as usize]),
+        ];
+        let windows = wide
+            .as_ref()
+            .and_then(|w| Windows::compile(w, addrs, times));
         Ok(Template {
             id,
             kind,
@@ -192,10 +203,8 @@ impl Template {
             times,
             duration,
             wide,
-            addrs: [
-                AddrAt::of(slots[SlotId::Src4 as usize], slots[SlotId::Src6 as usize]),
-                AddrAt::of(slots[SlotId::Dst4 as usize], slots[SlotId::Dst6 as usize]),
-            ],
+            addrs,
+            windows,
             v5: false,
             reverse,
         })

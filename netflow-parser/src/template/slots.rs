@@ -4,7 +4,7 @@
 
 use super::Template;
 use crate::field::FieldId;
-use crate::header::RecordOrigin;
+use crate::record::Windows;
 use crate::wire::{be_uint, uint_at};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -59,7 +59,7 @@ pub(crate) enum SlotId {
     DurationMicros,
 }
 
-pub(super) const SLOT_COUNT: usize = SlotId::DurationMicros as usize + 1;
+pub(crate) const SLOT_COUNT: usize = SlotId::DurationMicros as usize + 1;
 
 impl SlotId {
     /// Which slot an IANA field fills, if it has the length the slot can read losslessly.
@@ -247,26 +247,6 @@ pub(crate) enum TimeSource {
     DeltaMicros(SlotId),
 }
 
-/// The flow-time reader of a set read at fixed offsets, chosen once per set so that the record
-/// loop does not dispatch on the time source twice a record: the common sources, both times
-/// from the same kind of field, get a loop of their own ([`DataSet`](crate::DataSet)'s fold).
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum FixedTimes {
-    /// v5/v9 FIRST/LAST_SWITCHED against the header's sysUptime.
-    Uptime {
-        start: Wide,
-        end: Wide,
-        export_ms: u64,
-        uptime: u32,
-    },
-    /// Unix milliseconds (IPFIX 152/153).
-    Millis { start: Wide, end: Wide },
-    /// Unix seconds (IPFIX 150/151).
-    Secs { start: Wide, end: Wide },
-    /// Any other combination: [`Record::times`](crate::Record::times)'s general reader.
-    Other,
-}
-
 /// A flow duration (IPFIX 161/162) that gives the one flow time the template lacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Duration {
@@ -427,31 +407,10 @@ impl Template {
         self.wide.as_ref()
     }
 
-    /// The time reader for records of this template in a packet of `ctx`, when it reads at
-    /// fixed offsets (see [`FixedTimes`]).
-    #[inline]
-    pub(crate) fn fixed_times(&self, ctx: &RecordOrigin) -> FixedTimes {
-        let Some(w) = self.wide() else {
-            return FixedTimes::Other;
-        };
-        let w = |s: SlotId| w[s as usize];
-        match (self.times, ctx.header.sys_uptime_ms) {
-            ([TimeSource::Uptime(a), TimeSource::Uptime(b)], Some(uptime)) => FixedTimes::Uptime {
-                start: w(a),
-                end: w(b),
-                export_ms: ctx.export_ms,
-                uptime,
-            },
-            ([TimeSource::Millis(a), TimeSource::Millis(b)], _) => FixedTimes::Millis {
-                start: w(a),
-                end: w(b),
-            },
-            ([TimeSource::Secs(a), TimeSource::Secs(b)], _) => FixedTimes::Secs {
-                start: w(a),
-                end: w(b),
-            },
-            _ => FixedTimes::Other,
-        }
+    /// The layout for reading this template's sets through windows, if it has one.
+    #[inline(always)]
+    pub(crate) fn windows(&self) -> Option<&Windows> {
+        self.windows.as_ref()
     }
 
     /// Where the source and destination addresses sit; meaningful when [`Template::wide`] is

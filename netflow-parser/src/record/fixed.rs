@@ -1,0 +1,288 @@
+//! The records of a set whose template has every slot at a fixed offset, read a set at a time:
+//! the loop behind [`Flows::fold`](crate::decoded::Flows) (and so `for_each`) for the templates
+//! most exporters send.
+//!
+//! When the template is compiled, its slots become a [`Windows`] layout: for each integer field
+//! the offset where it *ends* and a mask, for each address where it starts, and the clock of
+//! the flow times; per set, a [`FixedReader`] adds the packet's facts. Each record is then read through a window of `W` bytes that starts [`BEFORE`]
+//! bytes before the record (a `&[u8; W]`, every index of which the compiler proves in bounds):
+//! an integer is one big-endian 8-byte load that ends where the field ends, masked; no shift,
+//! no bounds check, no branch. The few records that a window does not fit around, the first
+//! (its window would start before the set) and the last ones (it would run past the set), take
+//! the general fixed-offset reader ([`Record::flow_fixed`]). The bytes a window holds besides the record's fields
+//! (the set header, neighbouring records) only ever meet a mask that clears them.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::Record;
+use crate::flow::Flow;
+use crate::header::RecordOrigin;
+use crate::template::{AddrAt, SLOT_COUNT, SlotId, Template, TimeSource, Wide};
+use crate::time::uptime_to_unix_ms;
+
+/// Bytes of a window before its record: an integer that ends at byte `e` of the record is then
+/// the 8 bytes at window index `e`.
+const BEFORE: usize = 8;
+
+/// The integer fields of a flow, in the order of [`FixedReader`]'s `ends` and `masks`; then the
+/// two times ([`START`], [`END`]).
+const INTS: [SlotId; 9] = [
+    SlotId::InputIf,
+    SlotId::OutputIf,
+    SlotId::Direction,
+    SlotId::Protocol,
+    SlotId::SrcPort,
+    SlotId::DstPort,
+    SlotId::Bytes,
+    SlotId::Packets,
+    SlotId::TcpFlags,
+];
+const START: usize = INTS.len();
+const END: usize = START + 1;
+
+/// How flow times are read: the clock of both time fields ([`FixedTimes`]), a constant of each
+/// monomorphized loop.
+const UPTIME: u8 = 0;
+const MILLIS: u8 = 1;
+const SECS: u8 = 2;
+
+/// A template's fixed-offset slots laid out for reading records through windows (see the module
+/// docs); compiled once with the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// Where each integer ends in its record (the 8 bytes at that window index end with it).
+    ends: [u16; END + 1],
+    /// Which bits of those 8 bytes are the field (0 for a field the template lacks).
+    masks: [u64; END + 1],
+    /// Window index of the source and destination address.
+    addrs: [u16; 2],
+    v6: bool,
+    clock: u8,
+    /// Every index above is below this: 64, 128 or 256 (the window is 16 bytes longer).
+    reach: usize,
+}
+
+/// Where an integer slot ends in its record, from its [`Wide`] load.
+fn end_of(w: Wide) -> u16 {
+    if w.shift > 0 {
+        8 - u16::from(w.shift / 8)
+    } else {
+        w.load_at + 8
+    }
+}
+
+impl Windows {
+    /// The layout of a template with these fixed-offset readers, address positions and time
+    /// sources; `None` unless both addresses are of one family, both times come from one of
+    /// the common clocks (sysUptime, Unix ms or s) and every slot lies in the first 248 bytes.
+    pub(crate) fn compile(
+        wide: &[Wide; SLOT_COUNT],
+        addrs: [AddrAt; 2],
+        times: [TimeSource; 2],
+    ) -> Option<Windows> {
+        let (clock, start, end) = match times {
+            [TimeSource::Uptime(a), TimeSource::Uptime(b)] => (UPTIME, a, b),
+            [TimeSource::Millis(a), TimeSource::Millis(b)] => (MILLIS, a, b),
+            [TimeSource::Secs(a), TimeSource::Secs(b)] => (SECS, a, b),
+            _ => return None,
+        };
+        let (addrs, v6) = match addrs {
+            [AddrAt::V4(s), AddrAt::V4(d)] => ([s, d], false),
+            [AddrAt::V6(s), AddrAt::V6(d)] => ([s, d], true),
+            _ => return None,
+        };
+        let (mut ends, mut masks) = ([0; END + 1], [0; END + 1]);
+        for (i, s) in INTS.iter().chain(&[start, end]).enumerate() {
+            let w = wide[*s as usize];
+            (ends[i], masks[i]) = (end_of(w), w.mask);
+        }
+        masks[INTS.len() - 1] &= 0xff; // TCP flags: the low byte of a 2-byte field
+        let addrs = addrs.map(|a| a.saturating_add(BEFORE as u16));
+        let top = ends.iter().chain(&addrs).copied().max().unwrap_or(0);
+        let reach = [64, 128, 256].into_iter().find(|&r| usize::from(top) < r)?;
+        Some(Windows {
+            ends,
+            masks,
+            addrs,
+            v6,
+            clock,
+            reach,
+        })
+    }
+}
+
+/// A [`Windows`] layout with the facts of the packet whose set it reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FixedReader<'t> {
+    layout: &'t Windows,
+    template: &'t Template,
+    ctx: &'t RecordOrigin,
+    export_ms: u64,
+    uptime: u32,
+    ts_micros: i64,
+    exporter: IpAddr,
+    sampling_interval: u32,
+}
+
+impl<'t> FixedReader<'t> {
+    /// The reader of `t`'s records in a packet of `ctx`, when its template has a [`Windows`]
+    /// layout (and, for sysUptime times, the header an uptime).
+    #[inline]
+    pub(crate) fn new(t: &'t Template, ctx: &'t RecordOrigin) -> Option<FixedReader<'t>> {
+        let layout = t.windows()?;
+        let uptime = match (layout.clock, ctx.header.sys_uptime_ms) {
+            (UPTIME, None) => return None,
+            (_, up) => up.unwrap_or(0),
+        };
+        Some(FixedReader {
+            layout,
+            template: t,
+            ctx,
+            export_ms: ctx.export_ms,
+            uptime,
+            ts_micros: ctx.ts_micros,
+            exporter: ctx.exporter,
+            sampling_interval: ctx.sampling_interval.max(1),
+        })
+    }
+
+    /// Folds the flows of `body`'s records (`len` bytes each) into `acc`, in record order.
+    #[inline(always)]
+    pub(crate) fn fold<B, F: FnMut(B, Flow) -> B>(
+        &self,
+        body: &[u8],
+        len: usize,
+        acc: B,
+        f: &mut F,
+    ) -> B {
+        let l = self.layout;
+        // One loop per window size, address family and clock: each a constant in its loop.
+        macro_rules! pick {
+            ($($reach:literal => $w:literal),*) => {
+                match (l.reach, l.v6, l.clock) {
+                    $(
+                        ($reach, false, UPTIME) => self.run::<$w, false, UPTIME, B, F>(body, len, acc, f),
+                        ($reach, false, MILLIS) => self.run::<$w, false, MILLIS, B, F>(body, len, acc, f),
+                        ($reach, false, _) => self.run::<$w, false, SECS, B, F>(body, len, acc, f),
+                        ($reach, true, UPTIME) => self.run::<$w, true, UPTIME, B, F>(body, len, acc, f),
+                        ($reach, true, MILLIS) => self.run::<$w, true, MILLIS, B, F>(body, len, acc, f),
+                        ($reach, true, _) => self.run::<$w, true, SECS, B, F>(body, len, acc, f),
+                    )*
+                    _ => acc,
+                }
+            };
+        }
+        pick!(64 => 80, 128 => 144, 256 => 272)
+    }
+
+    /// [`FixedReader::fold`] with windows of `W` bytes.
+    #[inline(always)]
+    fn run<const W: usize, const V6: bool, const CLOCK: u8, B, F: FnMut(B, Flow) -> B>(
+        &self,
+        body: &[u8],
+        len: usize,
+        mut acc: B,
+        f: &mut F,
+    ) -> B {
+        if len == 0 {
+            return acc;
+        }
+        let n = body.len() / len;
+        // Record k's window is body[k * len - BEFORE..][..W]: it fits when k * len >= BEFORE
+        // and k * len - BEFORE + W <= body.len().
+        let first = BEFORE.div_ceil(len).min(n);
+        let last = (body.len() + BEFORE)
+            .checked_sub(W)
+            .map_or(0, |room| (room / len + 1).min(n))
+            .max(first);
+        // The records no window fits: the general reader (they always yield a flow, as both
+        // addresses are in every record).
+        let edge = |k: usize| {
+            let rec = body.get(k * len..).unwrap_or_default();
+            Record::new(rec.get(..len).unwrap_or(rec), self.template).edge_flow(self.ctx)
+        };
+        let mut k = 0;
+        while k < first {
+            if let Some(flow) = edge(k) {
+                acc = f(acc, flow);
+            }
+            k += 1;
+        }
+        let mut rest = body
+            .get((k * len).saturating_sub(BEFORE)..)
+            .unwrap_or_default();
+        while k < last
+            && let Some(w) = rest.first_chunk::<W>()
+        {
+            acc = f(acc, self.flow::<W, V6, CLOCK>(w));
+            rest = rest.get(len..).unwrap_or_default();
+            k += 1;
+        }
+        // Whatever no window fitted (by construction, only the records after `last`).
+        while k < n {
+            if let Some(flow) = edge(k) {
+                acc = f(acc, flow);
+            }
+            k += 1;
+        }
+        acc
+    }
+
+    /// The flow of the record whose window is `w` (it starts [`BEFORE`] bytes before it).
+    #[inline(always)]
+    fn flow<const W: usize, const V6: bool, const CLOCK: u8>(&self, w: &[u8; W]) -> Flow {
+        // Every index is below W - 16: masking with it changes none, and lets the compiler
+        // see that each read lies in the window.
+        let (l, reach) = (self.layout, W - 17);
+        let int = |i: usize| {
+            let at = usize::from(l.ends[i]) & reach;
+            match w[at..].first_chunk::<8>() {
+                Some(b) => u64::from_be_bytes(*b) & l.masks[i],
+                None => 0,
+            }
+        };
+        let addr = |i: usize| {
+            let at = usize::from(l.addrs[i]) & reach;
+            if V6 {
+                w[at..]
+                    .first_chunk::<16>()
+                    .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |b| {
+                        IpAddr::V6(Ipv6Addr::from(*b))
+                    })
+            } else {
+                w[at..]
+                    .first_chunk::<4>()
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |b| {
+                        IpAddr::V4(Ipv4Addr::from(*b))
+                    })
+            }
+        };
+        let (start, end) = (int(START), int(END));
+        let (start_ms, end_ms) = match CLOCK {
+            UPTIME => (
+                uptime_to_unix_ms(self.export_ms, self.uptime, start as u32),
+                uptime_to_unix_ms(self.export_ms, self.uptime, end as u32),
+            ),
+            MILLIS => (start, end),
+            _ => (start.saturating_mul(1000), end.saturating_mul(1000)),
+        };
+        Flow {
+            ts_micros: self.ts_micros,
+            exporter: self.exporter,
+            input_if: int(0) as u32,
+            output_if: int(1) as u32,
+            direction: int(2) as u8,
+            protocol: int(3) as u8,
+            src_addr: addr(0),
+            dst_addr: addr(1),
+            src_port: int(4) as u16,
+            dst_port: int(5) as u16,
+            bytes: int(6),
+            packets: int(7),
+            tcp_flags: int(8) as u8,
+            sampling_interval: self.sampling_interval,
+            start_ms,
+            end_ms,
+        }
+    }
+}

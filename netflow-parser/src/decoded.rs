@@ -14,6 +14,7 @@ use crate::record::{FixedReader, Record, RecordFlows, Records};
 use crate::template::{self, Template};
 use crate::v5;
 use crate::v9::FlowSets;
+use crate::wire::offset_in;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Body<'a> {
@@ -29,6 +30,8 @@ pub struct DecodedDatagram<'a> {
     pub(crate) decoder: &'a Decoder,
     pub(crate) exporter: ExporterKey,
     pub(crate) body: Body<'a>,
+    /// The whole datagram: set readers may look at the bytes around a set (`record/fixed.rs`).
+    pub(crate) datagram: &'a [u8],
 }
 
 impl<'a> DecodedDatagram<'a> {
@@ -168,7 +171,7 @@ impl<'a> Iterator for DataSets<'a> {
                     key(0),
                     v5::field::HEADER_LEN,
                     t,
-                    body,
+                    (body, body),
                     ctx,
                 ));
             }
@@ -180,7 +183,8 @@ impl<'a> Iterator for DataSets<'a> {
                     }
                     let k = key(set.id);
                     if let Some(t) = decoder.cache.get(&k) {
-                        return Some(DataSet::new(decoder, k, set.offset, t, set.body, ctx));
+                        let bodies = (set.body, d.datagram);
+                        return Some(DataSet::new(decoder, k, set.offset, t, bodies, ctx));
                     }
                 }
             }
@@ -188,7 +192,8 @@ impl<'a> Iterator for DataSets<'a> {
         while let Some(p) = decoder.pending.ready.get(self.ready) {
             self.ready += 1;
             if let Some(t) = decoder.cache.get(&p.key) {
-                return Some(DataSet::new(decoder, p.key, p.offset, t, &p.body, &p.ctx));
+                let bodies = (&p.body[..], &p.body[..]);
+                return Some(DataSet::new(decoder, p.key, p.offset, t, bodies, &p.ctx));
             }
         }
         None
@@ -202,6 +207,8 @@ pub struct DataSet<'a> {
     offset: usize,
     template: &'a Template,
     body: &'a [u8],
+    /// The bytes `body` lies in: the datagram, or the body itself for a pending set.
+    around: &'a [u8],
     ctx: &'a RecordOrigin,
     /// Per-sampler rates, when records name their sampler (FLOW_SAMPLER_ID 48, selectorId 302).
     samplers: Option<&'a BTreeMap<u64, u32>>,
@@ -213,7 +220,7 @@ impl<'a> DataSet<'a> {
         key: TemplateKey,
         offset: usize,
         template: &'a Template,
-        body: &'a [u8],
+        (body, around): (&'a [u8], &'a [u8]),
         ctx: &'a RecordOrigin,
     ) -> DataSet<'a> {
         let samplers = if template.names_sampler()
@@ -237,6 +244,7 @@ impl<'a> DataSet<'a> {
             offset,
             template,
             body,
+            around,
             ctx,
             samplers,
         }
@@ -356,7 +364,14 @@ impl<'a> DataSet<'a> {
     ) -> B {
         let (t, ctx) = (self.template, self.ctx);
         if let Some(reader) = FixedReader::new(t, ctx) {
-            return reader.fold(body, len, acc, f);
+            // Where `body` (what is left of the set) starts in the bytes around it, if it lies
+            // in them (always, by construction).
+            let at = offset_in(self.around, body);
+            let around = match self.around.get(at..at.saturating_add(body.len())) {
+                Some(b) if core::ptr::eq(b, body) => (self.around, at),
+                _ => (body, 0),
+            };
+            return reader.fold(around, body, len, acc, f);
         }
         for rec in body.chunks_exact(len) {
             if let Some(flow) = Record::new(rec, t).flow_raw(ctx) {

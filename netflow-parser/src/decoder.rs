@@ -199,6 +199,7 @@ impl Decoder {
             decoder: self,
             exporter,
             body,
+            datagram,
         })
     }
 

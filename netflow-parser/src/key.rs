@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// By default an exporter is its IP address ([`From<IpAddr>`]); when several exporters share an
 /// address (NAT, several exporting processes on one host), key them by address and UDP source
 /// port ([`From<SocketAddr>`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExporterKey {
     /// The exporter's IP address.
     pub addr: IpAddr,
@@ -50,6 +50,30 @@ impl From<SocketAddr> for ExporterKey {
     }
 }
 
+/// The fields packed into one or two integers, hashed by one or two calls: every datagram hashes
+/// its key a few times (template, domain and exporter lookups), and the derived `Hash` took a
+/// call per field. Equal keys pack equally, so this agrees with `Eq`.
+impl core::hash::Hash for ExporterKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.hash_with(0, state);
+    }
+}
+
+impl ExporterKey {
+    /// Hashes the key with 64 more bits of `rest`.
+    #[inline]
+    fn hash_with<H: core::hash::Hasher>(&self, rest: u64, state: &mut H) {
+        let port = u128::from(self.port) << 48 | u128::from(rest) << 64;
+        match self.addr {
+            IpAddr::V4(a) => state.write_u128(u128::from(a.to_bits()) | 1 << 32 | port),
+            IpAddr::V6(a) => {
+                state.write_u128(a.to_bits());
+                state.write_u128(2 | port);
+            }
+        }
+    }
+}
+
 impl core::fmt::Display for ExporterKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match (self.port, self.addr) {
@@ -62,7 +86,7 @@ impl core::fmt::Display for ExporterKey {
 /// The scope of a template id: RFC 3954 §5.1 scopes template ids by exporter and source id,
 /// RFC 7011 §3.1 by transport session and observation domain. The version keeps v9 and IPFIX
 /// templates of one exporter apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TemplateKey {
     /// The exporter.
     pub exporter: ExporterKey,
@@ -72,6 +96,16 @@ pub struct TemplateKey {
     pub domain: u32,
     /// The template id (>= 256).
     pub template_id: u16,
+}
+
+/// As [`ExporterKey`]'s: one or two calls, consistent with `Eq`.
+impl core::hash::Hash for TemplateKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        // 48 bits: version and template id; the domain goes with the address's word.
+        let rest = u64::from(self.version) | u64::from(self.template_id) << 16;
+        self.exporter
+            .hash_with(rest | u64::from(self.domain) << 32, state);
+    }
 }
 
 impl core::fmt::Display for TemplateKey {

@@ -7,9 +7,11 @@
 //! the flow times; per set, a [`FixedReader`] adds the packet's facts. Each record is then read through a window of `W` bytes that starts [`BEFORE`]
 //! bytes before the record (a `&[u8; W]`, every index of which the compiler proves in bounds):
 //! an integer is one big-endian 8-byte load that ends where the field ends, masked; no shift,
-//! no bounds check, no branch. The few records that a window does not fit around, the first
-//! (its window would start before the set) and the last ones (it would run past the set), take
-//! the general fixed-offset reader ([`Record::flow_fixed`]). The bytes a window holds besides the record's fields
+//! no bounds check, no branch. Windows are cut from the datagram, so they may reach into the set
+//! header and the sets around; the few records that no window fits around (the last ones of a
+//! datagram, whose window would run past its end, and the first of a pending set, which is kept
+//! without the bytes before it) take the general fixed-offset reader ([`Record::flow_fixed`]).
+//! The bytes a window holds besides the record's fields
 //! (the set header, neighbouring records) only ever meet a mask that clears them.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -150,6 +152,7 @@ impl<'t> FixedReader<'t> {
     #[inline(always)]
     pub(crate) fn fold<B, F: FnMut(B, Flow) -> B>(
         &self,
+        around: (&[u8], usize),
         body: &[u8],
         len: usize,
         acc: B,
@@ -161,12 +164,12 @@ impl<'t> FixedReader<'t> {
             ($($reach:literal => $w:literal),*) => {
                 match (l.reach, l.v6, l.clock) {
                     $(
-                        ($reach, false, UPTIME) => self.run::<$w, false, UPTIME, B, F>(body, len, acc, f),
-                        ($reach, false, MILLIS) => self.run::<$w, false, MILLIS, B, F>(body, len, acc, f),
-                        ($reach, false, _) => self.run::<$w, false, SECS, B, F>(body, len, acc, f),
-                        ($reach, true, UPTIME) => self.run::<$w, true, UPTIME, B, F>(body, len, acc, f),
-                        ($reach, true, MILLIS) => self.run::<$w, true, MILLIS, B, F>(body, len, acc, f),
-                        ($reach, true, _) => self.run::<$w, true, SECS, B, F>(body, len, acc, f),
+                        ($reach, false, UPTIME) => self.run::<$w, false, UPTIME, B, F>(around, body, len, acc, f),
+                        ($reach, false, MILLIS) => self.run::<$w, false, MILLIS, B, F>(around, body, len, acc, f),
+                        ($reach, false, _) => self.run::<$w, false, SECS, B, F>(around, body, len, acc, f),
+                        ($reach, true, UPTIME) => self.run::<$w, true, UPTIME, B, F>(around, body, len, acc, f),
+                        ($reach, true, MILLIS) => self.run::<$w, true, MILLIS, B, F>(around, body, len, acc, f),
+                        ($reach, true, _) => self.run::<$w, true, SECS, B, F>(around, body, len, acc, f),
                     )*
                     _ => acc,
                 }
@@ -175,10 +178,12 @@ impl<'t> FixedReader<'t> {
         pick!(64 => 80, 128 => 144, 256 => 272)
     }
 
-    /// [`FixedReader::fold`] with windows of `W` bytes.
+    /// [`FixedReader::fold`] with windows of `W` bytes. `body` is at `around.1` in `around.0`
+    /// (the datagram): windows may reach into the bytes around it.
     #[inline(always)]
     fn run<const W: usize, const V6: bool, const CLOCK: u8, B, F: FnMut(B, Flow) -> B>(
         &self,
+        (src, at): (&[u8], usize),
         body: &[u8],
         len: usize,
         mut acc: B,
@@ -188,11 +193,11 @@ impl<'t> FixedReader<'t> {
             return acc;
         }
         let n = body.len() / len;
-        // Record k's window is body[k * len - BEFORE..][..W]: it fits when k * len >= BEFORE
-        // and k * len - BEFORE + W <= body.len().
-        let first = BEFORE.div_ceil(len).min(n);
-        let last = (body.len() + BEFORE)
-            .checked_sub(W)
+        // Record k's window is src[at + k * len - BEFORE..][..W]: it fits when
+        // at + k * len >= BEFORE and at + k * len - BEFORE + W <= src.len().
+        let first = BEFORE.saturating_sub(at).div_ceil(len).min(n);
+        let last = (src.len() + BEFORE)
+            .checked_sub(W + at)
             .map_or(0, |room| (room / len + 1).min(n))
             .max(first);
         // The records no window fits: the general reader (they always yield a flow, as both
@@ -208,8 +213,8 @@ impl<'t> FixedReader<'t> {
             }
             k += 1;
         }
-        let mut rest = body
-            .get((k * len).saturating_sub(BEFORE)..)
+        let mut rest = src
+            .get((at + k * len).saturating_sub(BEFORE)..)
             .unwrap_or_default();
         while k < last
             && let Some(w) = rest.first_chunk::<W>()

@@ -4,15 +4,16 @@
 //!
 //! When the template is compiled, its slots become a [`Windows`] layout: for each integer field
 //! the offset where it *ends* and a mask, for each address where it starts, and the clock of
-//! the flow times; per set, a [`FixedReader`] adds the packet's facts. Each record is then read through a window of `W` bytes that starts [`BEFORE`]
-//! bytes before the record (a `&[u8; W]`, every index of which the compiler proves in bounds):
-//! an integer is one big-endian 8-byte load that ends where the field ends, masked; no shift,
-//! no bounds check, no branch. Windows are cut from the datagram, so they may reach into the set
-//! header and the sets around; the few records that no window fits around (the last ones of a
-//! datagram, whose window would run past its end, and the first of a pending set, which is kept
-//! without the bytes before it) take the general fixed-offset reader ([`Record::flow_fixed`]).
-//! The bytes a window holds besides the record's fields
-//! (the set header, neighbouring records) only ever meet a mask that clears them.
+//! the flow times; per set, a [`FixedReader`] adds the packet's facts. Each record is then read
+//! through a window of `W` bytes that starts [`BEFORE`] bytes before the record (a `&[u8; W]`,
+//! every index of which the compiler proves in bounds): an integer is one big-endian 8-byte
+//! load that ends where the field ends, masked; no shift, no bounds check, no branch.
+//!
+//! Windows are cut from the datagram, so they may reach into the set header and the sets
+//! around; those bytes only ever meet a mask that clears them. The few records that no window
+//! fits around (the last ones of a datagram, whose window would run past its end, and the first
+//! of a pending set, which is kept without the bytes before it) take the general fixed-offset
+//! reader ([`Record::flow_fixed`]).
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -42,8 +43,8 @@ const INTS: [SlotId; 9] = [
 const START: usize = INTS.len();
 const END: usize = START + 1;
 
-/// How flow times are read: the clock of both time fields ([`FixedTimes`]), a constant of each
-/// monomorphized loop.
+/// How flow times are read: the clock of both time fields, a constant of each monomorphized
+/// loop.
 const UPTIME: u8 = 0;
 const MILLIS: u8 = 1;
 const SECS: u8 = 2;
@@ -161,7 +162,7 @@ impl<'t> FixedReader<'t> {
         let l = self.layout;
         // One loop per window size, address family and clock: each a constant in its loop.
         macro_rules! pick {
-            ($($reach:literal => $w:literal),*) => {
+            ($($reach:pat => $w:literal),*) => {
                 match (l.reach, l.v6, l.clock) {
                     $(
                         ($reach, false, UPTIME) => self.run::<$w, false, UPTIME, B, F>(around, body, len, acc, f),
@@ -171,11 +172,11 @@ impl<'t> FixedReader<'t> {
                         ($reach, true, MILLIS) => self.run::<$w, true, MILLIS, B, F>(around, body, len, acc, f),
                         ($reach, true, _) => self.run::<$w, true, SECS, B, F>(around, body, len, acc, f),
                     )*
-                    _ => acc,
                 }
             };
         }
-        pick!(64 => 80, 128 => 144, 256 => 272)
+        // The widest windows hold every index below 256 (`Windows::compile` gives no other reach).
+        pick!(64 => 80, 128 => 144, _ => 272)
     }
 
     /// [`FixedReader::fold`] with windows of `W` bytes. `body` is at `around.1` in `around.0`

@@ -299,6 +299,21 @@ fn expected_halves(f: &Flow, r: &Flow, fields: &[Pick], exporter: IpAddr, ts: i6
     }
 }
 
+/// A message of `header` with template 300 of `fields` and one data set of `flows`; `None` when
+/// the set cannot be expressed (over 64 KiB).
+fn one_set_message(header: &Header, fields: &[FieldSpec], flows: &[Flow]) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut m = Message::new(&mut buf, header);
+    m.set(if header.version == 10 { 2 } else { 0 })
+        .template(300, fields);
+    m.set(300);
+    for f in flows {
+        m.flow(fields, f, header);
+    }
+    m.finish().ok()?;
+    Some(buf)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
@@ -373,14 +388,9 @@ proptest! {
             export_secs: 1_700_000_000,
             ..Header::default()
         };
-        let mut buf = Vec::new();
-        let mut m = Message::new(&mut buf, &header);
-        m.set(if ipfix { 2 } else { 0 }).template(300, &fields);
-        m.set(300);
-        for f in &flows {
-            m.flow(&fields, f, &header);
-        }
-        prop_assume!(m.finish().is_ok());
+        let buf = one_set_message(&header, &fields, &flows);
+        prop_assume!(buf.is_some());
+        let buf = buf.unwrap();
         let exporter = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 9));
         let mut d = Decoder::default();
         let decoded = d.decode(exporter, 77, &buf).unwrap();
@@ -524,14 +534,7 @@ proptest! {
             end_ms: export - 1000 * ((i as u64 * 11) % 600),
             ..f
         }).collect();
-        let mut buf = Vec::new();
-        let mut m = Message::new(&mut buf, &header);
-        m.set(if ipfix { 2 } else { 0 }).template(300, &fields);
-        m.set(300);
-        for f in &flows {
-            m.flow(&fields, f, &header);
-        }
-        m.finish().unwrap();
+        let buf = one_set_message(&header, &fields, &flows).unwrap();
         let mut d = Decoder::default();
         let decoded = d.decode(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, &buf).unwrap();
         prop_assert!(decoded.issues().is_empty(), "{:?}", decoded.issues());

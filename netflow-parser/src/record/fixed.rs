@@ -27,8 +27,8 @@ use crate::time::uptime_to_unix_ms;
 /// the 8 bytes at window index `e`.
 const BEFORE: usize = 8;
 
-/// The integer fields of a flow, in the order of [`FixedReader`]'s `ends` and `masks`; then the
-/// two times ([`START`], [`END`]).
+/// The integer fields of a flow, in the order of [`Windows`]' `ends` and `masks`; then the two
+/// times ([`START`], [`END`]).
 const INTS: [SlotId; 9] = [
     SlotId::InputIf,
     SlotId::OutputIf,
@@ -119,6 +119,8 @@ impl Windows {
 pub(crate) struct FixedReader<'t> {
     layout: &'t Windows,
     template: &'t Template,
+    /// For the records no window fits; the window path reads the copies below, taken out of
+    /// it once per set.
     ctx: &'t RecordOrigin,
     export_ms: u64,
     uptime: u32,

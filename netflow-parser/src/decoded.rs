@@ -326,8 +326,18 @@ impl<'a> DataSet<'a> {
     ) -> B {
         let body = records.remaining();
         if self.template.is_v5() {
-            for r in body.as_chunks::<{ v5::field::RECORD_LEN }>().0 {
-                acc = f(acc, v5::V5Record(r).flow(self.ctx));
+            let records = body.as_chunks::<{ v5::field::RECORD_LEN }>().0;
+            match v5::V5Reader::new(self.ctx) {
+                Some(reader) => {
+                    for r in records {
+                        acc = f(acc, reader.flow(v5::V5Record(r)));
+                    }
+                }
+                None => {
+                    for r in records {
+                        acc = f(acc, v5::V5Record(r).flow(self.ctx));
+                    }
+                }
             }
             return acc;
         }

@@ -10,7 +10,7 @@ use crate::field::{FieldId, FieldSpec};
 use crate::flow::Flow;
 use crate::header::{Header, RecordOrigin};
 use crate::template::{Template, TemplateKind};
-use crate::time::uptime_to_unix_ms;
+use crate::time::{UptimeClock, uptime_to_unix_ms};
 use crate::wire::{u16_at, u32_at};
 
 /// Byte positions, shared by the getters, the template used for by-id access and the emitter.
@@ -199,16 +199,33 @@ impl V5Record<'_> {
     /// constant offsets; what [`Record::flow`](crate::Record::flow) does for v5 records.
     #[inline]
     pub fn flow(&self, ctx: &RecordOrigin) -> Flow {
-        let (start_ms, end_ms) = match ctx.header.sys_uptime_ms {
+        let times = match ctx.header.sys_uptime_ms {
             Some(up) => (
                 uptime_to_unix_ms(ctx.export_ms, up, self.first()),
                 uptime_to_unix_ms(ctx.export_ms, up, self.last()),
             ),
             None => (0, 0),
         };
+        self.flow_at(
+            ctx.ts_micros,
+            ctx.exporter,
+            ctx.sampling_interval.max(1),
+            times,
+        )
+    }
+
+    /// The flow, given the packet's facts and the record's times in Unix ms.
+    #[inline(always)]
+    fn flow_at(
+        &self,
+        ts_micros: i64,
+        exporter: IpAddr,
+        sampling_interval: u32,
+        (start_ms, end_ms): (u64, u64),
+    ) -> Flow {
         Flow {
-            ts_micros: ctx.ts_micros,
-            exporter: ctx.exporter,
+            ts_micros,
+            exporter,
             input_if: u32::from(self.input()),
             output_if: u32::from(self.output()),
             direction: Flow::INGRESS,
@@ -220,7 +237,7 @@ impl V5Record<'_> {
             bytes: u64::from(self.octets()),
             packets: u64::from(self.packets()),
             tcp_flags: self.tcp_flags(),
-            sampling_interval: ctx.sampling_interval.max(1),
+            sampling_interval,
             start_ms,
             end_ms,
         }
@@ -322,6 +339,38 @@ impl V5Record<'_> {
     }
 }
 
+/// The facts of one v5 packet that each of its records' flows repeats, taken out of its
+/// [`RecordOrigin`] once: the loop behind [`Flows::fold`](crate::decoded::Flows) for v5 reads
+/// records through it ([`V5Record::flow`] otherwise).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct V5Reader {
+    ts_micros: i64,
+    exporter: IpAddr,
+    sampling_interval: u32,
+    clock: UptimeClock,
+}
+
+impl V5Reader {
+    /// The reader of a packet of `ctx`; `None` when its header has no uptime or an export time
+    /// [`UptimeClock`] does not take (never for a header read from the wire).
+    #[inline]
+    pub(crate) fn new(ctx: &RecordOrigin) -> Option<V5Reader> {
+        Some(V5Reader {
+            ts_micros: ctx.ts_micros,
+            exporter: ctx.exporter,
+            sampling_interval: ctx.sampling_interval.max(1),
+            clock: UptimeClock::new(ctx.export_ms, ctx.header.sys_uptime_ms?)?,
+        })
+    }
+
+    /// The flow of `r`: what [`V5Record::flow`] gives.
+    #[inline(always)]
+    pub(crate) fn flow(&self, r: V5Record<'_>) -> Flow {
+        let times = (self.clock.unix_ms(r.first()), self.clock.unix_ms(r.last()));
+        r.flow_at(self.ts_micros, self.exporter, self.sampling_interval, times)
+    }
+}
+
 // The padding constants document the layout; the emitter relies on the zeroed buffer for them.
 const _: () = assert!(field::PAD1 == 36 && field::PAD2 == 46);
 
@@ -378,6 +427,20 @@ mod tests {
         assert_eq!(rec.bytes(), Some(1500));
         assert_eq!(rec.uint(FieldId::SRC_MASK), Some(24));
         assert_eq!(rec.dst_port(), Some(51000));
+    }
+
+    /// The per-packet reader of `Flows::fold` gives each record's flow as `V5Record::flow`,
+    /// across the sysUptime wrap too.
+    #[test]
+    fn reader_flow_is_record_flow() {
+        let mut p = PACKET;
+        for uptime in [10_000u32, 5, u32::MAX] {
+            p[4..8].copy_from_slice(&uptime.to_be_bytes());
+            let v5 = V5Packet::parse(&p).unwrap();
+            let ctx = RecordOrigin::new(IpAddr::from([192, 0, 2, 1]), 7, v5.header());
+            let r = v5.records().next().unwrap();
+            assert_eq!(V5Reader::new(&ctx).unwrap().flow(r), r.flow(&ctx));
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn uptime_to_unix_ms(export_ms: u64, uptime: u32, t: u32) -> u64 {
 /// [`uptime_to_unix_ms`] for the many instants of one packet: the export time and uptime taken
 /// once, each instant then a subtraction and a clamp (no branch). For export times below 2^62
 /// ms (any a header can carry: 32-bit seconds), the only ones [`UptimeClock::new`] takes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct UptimeClock {
     export_ms: i64,
     uptime: u32,

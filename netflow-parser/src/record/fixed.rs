@@ -11,13 +11,12 @@
 //!
 //! Windows are cut from the datagram, so they may reach into the set header and the sets
 //! around; those bytes only ever meet a mask that clears them. The few records that no window
-//! fits around (the last ones of a datagram, whose window would run past its end, and the first
-//! of a pending set, which is kept without the bytes before it) take the general fixed-offset
-//! reader ([`Record::flow_fixed`]).
+//! fits around in place (the last ones of a datagram, whose window would run past its end, and
+//! the first of a pending set, which is kept without the bytes before it) are copied into a
+//! zeroed window first, so every record of the set takes the same reader.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::Record;
 use crate::flow::Flow;
 use crate::header::RecordOrigin;
 use crate::template::{AddrAt, SLOT_COUNT, SlotId, Template, TimeSource, Wide};
@@ -118,10 +117,6 @@ impl Windows {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FixedReader<'t> {
     layout: &'t Windows,
-    template: &'t Template,
-    /// For the records no window fits; the window path reads the copies below, taken out of
-    /// it once per set.
-    ctx: &'t RecordOrigin,
     export_ms: u64,
     uptime: u32,
     ts_micros: i64,
@@ -141,8 +136,6 @@ impl<'t> FixedReader<'t> {
         };
         Some(FixedReader {
             layout,
-            template: t,
-            ctx,
             export_ms: ctx.export_ms,
             uptime,
             ts_micros: ctx.ts_micros,
@@ -203,17 +196,21 @@ impl<'t> FixedReader<'t> {
             .checked_sub(W + at)
             .map_or(0, |room| (room / len + 1).min(n))
             .max(first);
-        // The records no window fits: the general reader (they always yield a flow, as both
-        // addresses are in every record).
+        // The records no window fits around: their bytes copied into a zeroed window. Every
+        // slot ends within the record (and below W - 16), and the bytes around it only ever
+        // meet a mask that clears them, so the flow is the one a window in place would give.
         let edge = |k: usize| {
+            let mut w = [0u8; W];
             let rec = body.get(k * len..).unwrap_or_default();
-            Record::new(rec.get(..len).unwrap_or(rec), self.template).edge_flow(self.ctx)
+            let rec = rec.get(..len.min(W - BEFORE)).unwrap_or(rec);
+            if let Some(dst) = w.get_mut(BEFORE..BEFORE + rec.len()) {
+                dst.copy_from_slice(rec);
+            }
+            self.flow::<W, V6, CLOCK>(&w)
         };
         let mut k = 0;
         while k < first {
-            if let Some(flow) = edge(k) {
-                acc = f(acc, flow);
-            }
+            acc = f(acc, edge(k));
             k += 1;
         }
         let mut rest = src
@@ -228,9 +225,7 @@ impl<'t> FixedReader<'t> {
         }
         // Whatever no window fitted (by construction, only the records after `last`).
         while k < n {
-            if let Some(flow) = edge(k) {
-                acc = f(acc, flow);
-            }
+            acc = f(acc, edge(k));
             k += 1;
         }
         acc

@@ -179,13 +179,6 @@ impl<'a> Record<'a> {
         })
     }
 
-    /// [`Record::flow_fixed`] out of line: for the first and last records of a set read through
-    /// windows (`record/fixed.rs`), which no window fits around.
-    #[inline(never)]
-    pub(crate) fn edge_flow(&self, ctx: &RecordOrigin) -> Option<Flow> {
-        self.flow_fixed(ctx)
-    }
-
     /// The flows of this record, in order: none for an options record or one without
     /// addresses; one for a plain record ([`Record::flow`]); for a biflow record (RFC 5103,
     /// [`Template::is_biflow`](crate::template::Template::is_biflow)) the forward half and the

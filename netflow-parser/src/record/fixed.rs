@@ -26,6 +26,9 @@ use crate::time::uptime_to_unix_ms;
 /// the 8 bytes at window index `e`.
 const BEFORE: usize = 8;
 
+/// Bytes of a window: room for a 16-byte address at any `u8` index.
+const W: usize = 272;
+
 /// The integer fields of a flow, in the order of [`Windows`]' `ends` and `masks`; then the two
 /// times ([`START`], [`END`]).
 const INTS: [SlotId; 9] = [
@@ -53,15 +56,14 @@ const SECS: u8 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Windows {
     /// Where each integer ends in its record (the 8 bytes at that window index end with it).
-    ends: [u16; END + 1],
+    /// A `u8`: every read of a [`W`]-byte window at such an index is in bounds, provably.
+    ends: [u8; END + 1],
     /// Which bits of those 8 bytes are the field (0 for a field the template lacks).
     masks: [u64; END + 1],
     /// Window index of the source and destination address.
-    addrs: [u16; 2],
+    addrs: [u8; 2],
     v6: bool,
     clock: u8,
-    /// Every index above is below this: 64, 128 or 256 (the window is 16 bytes longer).
-    reach: usize,
 }
 
 /// Where an integer slot ends in its record, from its [`Wide`] load.
@@ -93,22 +95,23 @@ impl Windows {
             [AddrAt::V6(s), AddrAt::V6(d)] => ([s, d], true),
             _ => return None,
         };
-        let (mut ends, mut masks) = ([0; END + 1], [0; END + 1]);
+        let (mut ends, mut masks) = ([0u16; END + 1], [0; END + 1]);
         for (i, s) in INTS.iter().chain(&[start, end]).enumerate() {
             let w = wide[*s as usize];
             (ends[i], masks[i]) = (end_of(w), w.mask);
         }
+        if ends.iter().any(|&e| e > u16::from(u8::MAX)) {
+            return None;
+        }
         masks[INTS.len() - 1] &= 0xff; // TCP flags: the low byte of a 2-byte field
-        let addrs = addrs.map(|a| a.saturating_add(BEFORE as u16));
-        let top = ends.iter().chain(&addrs).copied().max().unwrap_or(0);
-        let reach = [64, 128, 256].into_iter().find(|&r| usize::from(top) < r)?;
+        let [s, d] = addrs.map(|a| a.saturating_add(BEFORE as u16));
+        let ends: [u8; END + 1] = ends.map(|e| u8::try_from(e).unwrap_or(u8::MAX));
         Some(Windows {
             ends,
             masks,
-            addrs,
+            addrs: [u8::try_from(s).ok()?, u8::try_from(d).ok()?],
             v6,
             clock,
-            reach,
         })
     }
 }
@@ -154,30 +157,21 @@ impl<'t> FixedReader<'t> {
         acc: B,
         f: &mut F,
     ) -> B {
-        let l = self.layout;
-        // One loop per window size, address family and clock: each a constant in its loop.
-        macro_rules! pick {
-            ($($reach:pat => $w:literal),*) => {
-                match (l.reach, l.v6, l.clock) {
-                    $(
-                        ($reach, false, UPTIME) => self.run::<$w, false, UPTIME, B, F>(around, body, len, acc, f),
-                        ($reach, false, MILLIS) => self.run::<$w, false, MILLIS, B, F>(around, body, len, acc, f),
-                        ($reach, false, _) => self.run::<$w, false, SECS, B, F>(around, body, len, acc, f),
-                        ($reach, true, UPTIME) => self.run::<$w, true, UPTIME, B, F>(around, body, len, acc, f),
-                        ($reach, true, MILLIS) => self.run::<$w, true, MILLIS, B, F>(around, body, len, acc, f),
-                        ($reach, true, _) => self.run::<$w, true, SECS, B, F>(around, body, len, acc, f),
-                    )*
-                }
-            };
+        // One loop per address family and clock: each a constant in its loop.
+        match (self.layout.v6, self.layout.clock) {
+            (false, UPTIME) => self.run::<false, UPTIME, B, F>(around, body, len, acc, f),
+            (false, MILLIS) => self.run::<false, MILLIS, B, F>(around, body, len, acc, f),
+            (false, _) => self.run::<false, SECS, B, F>(around, body, len, acc, f),
+            (true, UPTIME) => self.run::<true, UPTIME, B, F>(around, body, len, acc, f),
+            (true, MILLIS) => self.run::<true, MILLIS, B, F>(around, body, len, acc, f),
+            (true, _) => self.run::<true, SECS, B, F>(around, body, len, acc, f),
         }
-        // The widest windows hold every index below 256 (`Windows::compile` gives no other reach).
-        pick!(64 => 80, 128 => 144, _ => 272)
     }
 
-    /// [`FixedReader::fold`] with windows of `W` bytes. `body` is at `around.1` in `around.0`
-    /// (the datagram): windows may reach into the bytes around it.
+    /// [`FixedReader::fold`] for one address family and clock. `body` is at `around.1` in
+    /// `around.0` (the datagram): windows may reach into the bytes around it.
     #[inline(always)]
-    fn run<const W: usize, const V6: bool, const CLOCK: u8, B, F: FnMut(B, Flow) -> B>(
+    fn run<const V6: bool, const CLOCK: u8, B, F: FnMut(B, Flow) -> B>(
         &self,
         (src, at): (&[u8], usize),
         body: &[u8],
@@ -189,43 +183,62 @@ impl<'t> FixedReader<'t> {
             return acc;
         }
         let n = body.len() / len;
-        // Record k's window is src[at + k * len - BEFORE..][..W]: it fits when
-        // at + k * len >= BEFORE and at + k * len - BEFORE + W <= src.len().
-        let first = BEFORE.saturating_sub(at).div_ceil(len).min(n);
-        let last = (src.len() + BEFORE)
-            .checked_sub(W + at)
-            .map_or(0, |room| (room / len + 1).min(n))
-            .max(first);
-        // The records no window fits around: their bytes copied into a zeroed window. Every
-        // slot ends within the record (and below W - 16), and the bytes around it only ever
-        // meet a mask that clears them, so the flow is the one a window in place would give.
-        let edge = |k: usize| {
+        // The first records, when fewer than BEFORE bytes precede them (the first record of a
+        // pending set, kept without the bytes before it): copied into a zeroed window. Every
+        // slot ends within the record, and the bytes around it only ever meet a mask that
+        // clears them, so the flow is the one a window in place would give.
+        let alone = |k: usize| {
             let mut w = [0u8; W];
             let rec = body.get(k * len..).unwrap_or_default();
             let rec = rec.get(..len.min(W - BEFORE)).unwrap_or(rec);
             if let Some(dst) = w.get_mut(BEFORE..BEFORE + rec.len()) {
                 dst.copy_from_slice(rec);
             }
-            self.flow::<W, V6, CLOCK>(&w)
+            self.flow::<V6, CLOCK>(&w)
         };
+        let first = BEFORE.saturating_sub(at).div_ceil(len).min(n);
         let mut k = 0;
         while k < first {
-            acc = f(acc, edge(k));
+            acc = f(acc, alone(k));
             k += 1;
         }
-        let mut rest = src
+        // Record k's window is src[at + k * len - BEFORE..][..W]: it fits for k < last. The
+        // records after (in the last W bytes of `src`) are read through windows of a zeroed
+        // copy of those bytes, twice as long, so that a window fits at each of them.
+        let last = (src.len() + BEFORE)
+            .checked_sub(W + at)
+            .map_or(0, |room| (room / len + 1).min(n))
+            .max(first);
+        let mut tail = [0u8; 2 * W];
+        if last < n {
+            let bytes = src
+                .get((at + last * len).saturating_sub(BEFORE)..)
+                .unwrap_or_default();
+            let bytes = bytes.get(..W).unwrap_or(bytes);
+            if let Some(dst) = tail.get_mut(..bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
+        }
+        let here = src
             .get((at + k * len).saturating_sub(BEFORE)..)
             .unwrap_or_default();
-        while k < last
-            && let Some(w) = rest.first_chunk::<W>()
-        {
-            acc = f(acc, self.flow::<W, V6, CLOCK>(w));
-            rest = rest.get(len..).unwrap_or_default();
-            k += 1;
+        for (mut rest, from, end) in [(here, k, last), (&tail[..], last, n)] {
+            if k != from {
+                break; // the windows in place stopped early: not by construction
+            }
+            while k < end
+                && let Some(w) = rest.first_chunk::<W>()
+            {
+                acc = f(acc, self.flow::<V6, CLOCK>(w));
+                rest = rest.get(len..).unwrap_or_default();
+                k += 1;
+            }
         }
-        // Whatever no window fitted (by construction, only the records after `last`).
+        // Unreachable by construction (each record left starts within the copy, less than W
+        // bytes into it, and a window of W fits in place before `last`); kept so that no
+        // record could be skipped.
         while k < n {
-            acc = f(acc, edge(k));
+            acc = f(acc, alone(k));
             k += 1;
         }
         acc
@@ -233,19 +246,18 @@ impl<'t> FixedReader<'t> {
 
     /// The flow of the record whose window is `w` (it starts [`BEFORE`] bytes before it).
     #[inline(always)]
-    fn flow<const W: usize, const V6: bool, const CLOCK: u8>(&self, w: &[u8; W]) -> Flow {
-        // Every index is below W - 16: masking with it changes none, and lets the compiler
-        // see that each read lies in the window.
-        let (l, reach) = (self.layout, W - 17);
+    fn flow<const V6: bool, const CLOCK: u8>(&self, w: &[u8; W]) -> Flow {
+        // Every index is a u8: the compiler sees that each read lies in the window.
+        let l = self.layout;
         let int = |i: usize| {
-            let at = usize::from(l.ends[i]) & reach;
+            let at = usize::from(l.ends[i]);
             match w[at..].first_chunk::<8>() {
                 Some(b) => u64::from_be_bytes(*b) & l.masks[i],
                 None => 0,
             }
         };
         let addr = |i: usize| {
-            let at = usize::from(l.addrs[i]) & reach;
+            let at = usize::from(l.addrs[i]);
             if V6 {
                 w[at..]
                     .first_chunk::<16>()

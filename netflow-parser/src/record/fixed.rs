@@ -5,15 +5,17 @@
 //! When the template is compiled, its slots become a [`Windows`] layout: for each integer field
 //! the offset where it *ends* and a mask, for each address where it starts, and the clock of
 //! the flow times; per set, a [`FixedReader`] adds the packet's facts. Each record is then read
-//! through a window of `W` bytes that starts [`BEFORE`] bytes before the record (a `&[u8; W]`,
-//! every index of which the compiler proves in bounds): an integer is one big-endian 8-byte
+//! through a window of [`W`] bytes that starts [`BEFORE`] bytes before the record (a `&[u8; W]`).
+//! Indices are `u8`s and W leaves room for 16 bytes after any of them, so the compiler proves
+//! every read in bounds with no instruction spent on it: an integer is one big-endian 8-byte
 //! load that ends where the field ends, masked; no shift, no bounds check, no branch.
 //!
 //! Windows are cut from the datagram, so they may reach into the set header and the sets
-//! around; those bytes only ever meet a mask that clears them. The few records that no window
-//! fits around in place (the last ones of a datagram, whose window would run past its end, and
-//! the first of a pending set, which is kept without the bytes before it) are copied into a
-//! zeroed window first, so every record of the set takes the same reader.
+//! around; those bytes only ever meet a mask that clears them. The records no window fits
+//! around in place take a copy: the last ones of the datagram (within W bytes of its end) are
+//! read through windows of one zeroed copy of those bytes, twice as long; the first of a
+//! pending set (kept without the bytes before it) through a zeroed window of its own. Every
+//! record of the set takes the same reader, and gives the flow a window in place would.
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -331,6 +331,33 @@ fn with_millis(mut fields: Vec<FieldSpec>, at: [prop::sample::Index; 2]) -> Vec<
     fields
 }
 
+/// The fixed-length fields of `picks` (v9: IANA ones only), unknown fields of the `fillers`'
+/// lengths at their places, and both times in ms ([`with_millis`]); with the header of a v9 or
+/// IPFIX message for them.
+fn fixed_fields(
+    picks: &[Pick],
+    fillers: &[(prop::sample::Index, u16)],
+    ipfix: bool,
+    times: [prop::sample::Index; 2],
+) -> (Vec<FieldSpec>, Header) {
+    let mut fields: Vec<FieldSpec> = picks
+        .iter()
+        .map(|p| p.spec)
+        .filter(|f| !f.is_variable() && (ipfix || f.enterprise == 0))
+        .collect();
+    for (k, (at, len)) in fillers.iter().enumerate() {
+        let filler = FieldSpec::new(FieldId(29_000 + k as u16), *len);
+        fields.insert(at.index(fields.len() + 1), filler);
+    }
+    let header = Header {
+        version: if ipfix { 10 } else { 9 },
+        sys_uptime_ms: Some(5000),
+        export_secs: 1_700_000_000,
+        ..Header::default()
+    };
+    (with_millis(fields, times), header)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
@@ -393,20 +420,10 @@ proptest! {
         ipfix in any::<bool>(),
         times in any::<[prop::sample::Index; 2]>(),
     ) {
-        // Fields far into long records: the set reader's larger windows (slots past byte 64
-        // and past byte 128), their first and last records, and the fallback past byte 248.
-        let mut fields: Vec<FieldSpec> = fields.iter().map(|p| p.spec)
-            .filter(|f| !f.is_variable() && (ipfix || f.enterprise == 0)).collect();
-        for (k, (at, len)) in fillers.iter().enumerate() {
-            fields.insert(at.index(fields.len() + 1), FieldSpec::new(FieldId(29_000 + k as u16), *len));
-        }
-        let fields = with_millis(fields, times);
-        let header = Header {
-            version: if ipfix { 10 } else { 9 },
-            sys_uptime_ms: Some(5000),
-            export_secs: 1_700_000_000,
-            ..Header::default()
-        };
+        // Fields far into long records: the set reader's windows with slots up to byte 248
+        // and records longer than a window, their first and last records (the last ones
+        // through the tail copy), and the fallback for slots past byte 248.
+        let (fields, header) = fixed_fields(&fields, &fillers, ipfix, times);
         let buf = one_set_message(&header, &fields, &flows);
         prop_assume!(buf.is_some());
         let buf = buf.unwrap();
@@ -430,18 +447,7 @@ proptest! {
         // which keeps its body without the bytes around it, and is read when the template
         // comes. Its first records have no bytes before them and all lie in the last bytes
         // of what the set reader sees: the same flows as when read in place.
-        let mut fields: Vec<FieldSpec> = fields.iter().map(|p| p.spec)
-            .filter(|f| !f.is_variable() && (ipfix || f.enterprise == 0)).collect();
-        for (k, (at, len)) in fillers.iter().enumerate() {
-            fields.insert(at.index(fields.len() + 1), FieldSpec::new(FieldId(29_000 + k as u16), *len));
-        }
-        let fields = with_millis(fields, times);
-        let header = Header {
-            version: if ipfix { 10 } else { 9 },
-            sys_uptime_ms: Some(5000),
-            export_secs: 1_700_000_000,
-            ..Header::default()
-        };
+        let (fields, header) = fixed_fields(&fields, &fillers, ipfix, times);
         let (mut data, mut tmpl) = (Vec::new(), Vec::new());
         let mut m = Message::new(&mut data, &header);
         m.set(300);

@@ -97,21 +97,18 @@ impl Windows {
             [AddrAt::V6(s), AddrAt::V6(d)] => ([s, d], true),
             _ => return None,
         };
-        let (mut ends, mut masks) = ([0u16; END + 1], [0; END + 1]);
+        let index = |at: u16| u8::try_from(at).ok();
+        let (mut ends, mut masks) = ([0; END + 1], [0; END + 1]);
         for (i, s) in INTS.iter().chain(&[start, end]).enumerate() {
             let w = wide[*s as usize];
-            (ends[i], masks[i]) = (end_of(w), w.mask);
-        }
-        if ends.iter().any(|&e| e > u16::from(u8::MAX)) {
-            return None;
+            (ends[i], masks[i]) = (index(end_of(w))?, w.mask);
         }
         masks[INTS.len() - 1] &= 0xff; // TCP flags: the low byte of a 2-byte field
         let [s, d] = addrs.map(|a| a.saturating_add(BEFORE as u16));
-        let ends: [u8; END + 1] = ends.map(|e| u8::try_from(e).unwrap_or(u8::MAX));
         Some(Windows {
             ends,
             masks,
-            addrs: [u8::try_from(s).ok()?, u8::try_from(d).ok()?],
+            addrs: [index(s)?, index(d)?],
             v6,
             clock,
         })
